@@ -1,0 +1,289 @@
+"""Settings for the Payout Requests Service.
+
+Twelve-factor: every deployment difference is an environment variable with a safe default
+(listed in `.env.example`). With no variables at all the service runs embedded: SQLite in
+`.local/` and a Redis broker on localhost (which `make run` starts for you).
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent  # src/
+REPO_DIR = BASE_DIR.parent
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {value!r}")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return default if value in (None, "") else int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    try:
+        return default if value in (None, "") else float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+# --- Core -------------------------------------------------------------------------------------
+
+# "production" turns on the checks below and HTTPS-only cookies; anything else is a local run.
+DJANGO_ENV = env_str("DJANGO_ENV", "local")
+PRODUCTION = DJANGO_ENV == "production"
+
+INSECURE_SECRET_KEY = "django-insecure-local-only-never-use-in-production"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", INSECURE_SECRET_KEY)
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+if PRODUCTION:
+    if DEBUG:
+        raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_ENV=production.")
+    if SECRET_KEY.startswith("django-insecure") or len(set(SECRET_KEY)) < 5 or len(SECRET_KEY) < 50:
+        raise ImproperlyConfigured(
+            "DJANGO_ENV=production needs DJANGO_SECRET_KEY: 50+ random characters, e.g. "
+            'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+        )
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "payouts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------
+
+LOCAL_DATA_DIR = Path(env_str("PAYOUTS_LOCAL_DATA_DIR", str(REPO_DIR / ".local")))
+# Persistent connections: opening a PostgreSQL connection per request costs ~10 ms.
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 600)
+
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {
+        "default": dj_database_url.parse(
+            os.environ["DATABASE_URL"],
+            conn_max_age=DATABASE_CONN_MAX_AGE,
+            conn_health_checks=True,
+        )
+    }
+else:
+    # Embedded mode. Django's SQLite defaults (deferred transactions, rollback journal, 5 s
+    # timeout) make concurrent writers from the API and the worker fail with "database is
+    # locked"; IMMEDIATE transactions + WAL + a generous busy timeout serialize them instead.
+    LOCAL_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": LOCAL_DATA_DIR / "db.sqlite3",
+            "CONN_MAX_AGE": DATABASE_CONN_MAX_AGE,
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth, i18n, static -----------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(LOCAL_DATA_DIR / "static")))
+# Serve admin and Swagger UI assets straight from the installed apps when they were not
+# collected (make run); the Docker image runs collectstatic at build time.
+WHITENOISE_USE_FINDERS = True
+
+# --- Logging ----------------------------------------------------------------------------------
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "payouts": {"level": LOG_LEVEL},
+        "django.request": {"level": "ERROR"},
+    },
+}
+
+# --- REST API ---------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["payouts.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["payouts.api.auth.IsApiClient"],
+    "DEFAULT_PARSER_CLASSES": ["payouts.api.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "payouts.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Payout Requests API",
+    "DESCRIPTION": (
+        "Create payout requests idempotently by `client_reference`, follow them through "
+        "NEW -> PROCESSING -> PAID / FAILED, cancel them while NEW or PROCESSING.\n\n"
+        "Authenticate with `Authorization: Bearer <api key>`. Every error is an RFC 9457 "
+        "problem document (`application/problem+json`) with a stable machine `code`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "PayoutStatusEnum": "payouts.models.PayoutStatus",
+        "EventActorEnum": "payouts.models.EventActor",
+    },
+}
+
+# --- Celery -----------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_TASK_IGNORE_RESULT = True
+# A task is acknowledged only after it finished, and given back to the queue when the worker
+# process dies; prefetch 1 keeps a busy worker from hoarding messages others could run.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Unacknowledged messages of a dead worker come back after this many seconds.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 300),
+    "socket_connect_timeout": 3,
+    "socket_timeout": 10,
+}
+# A create must answer quickly when the broker is down: publish gives up after ~1 s and the
+# recovery sweep queues the payout later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.3,
+    "interval_max": 0.5,
+}
+
+# --- Payouts ----------------------------------------------------------------------------------
+
+# The payment provider adapter: "sandbox" (default) is the built-in PSP simulator.
+PAYOUTS_PROVIDER = env_str("PAYOUTS_PROVIDER", "sandbox")
+PAYOUTS_SANDBOX_LATENCY_MS = env_int("PAYOUTS_SANDBOX_LATENCY_MS", 500)
+PAYOUTS_SANDBOX_FAILURE_RATE = env_float("PAYOUTS_SANDBOX_FAILURE_RATE", 0.0)
+if not 0.0 <= PAYOUTS_SANDBOX_FAILURE_RATE <= 1.0:
+    raise ImproperlyConfigured("PAYOUTS_SANDBOX_FAILURE_RATE must be between 0 and 1.")
+# A provider call that takes longer is abandoned and retried as a transient error.
+PAYOUTS_PROVIDER_TIMEOUT_SECONDS = env_float("PAYOUTS_PROVIDER_TIMEOUT_SECONDS", 10.0)
+PAYOUTS_MAX_RETRIES = env_int("PAYOUTS_MAX_RETRIES", 5)
+PAYOUTS_RETRY_BACKOFF_SECONDS = env_int("PAYOUTS_RETRY_BACKOFF_SECONDS", 2)
+PAYOUTS_RETRY_BACKOFF_MAX_SECONDS = env_int("PAYOUTS_RETRY_BACKOFF_MAX_SECONDS", 60)
+# A payout untouched for this long is re-queued by the recovery sweep: NEW ones whose task never
+# reached the broker, PROCESSING ones whose worker died. Each attempt renews the lease, so it
+# must exceed the task time limit plus the longest retry backoff.
+PAYOUTS_LEASE_SECONDS = env_int("PAYOUTS_LEASE_SECONDS", 180)
+PAYOUTS_SWEEP_INTERVAL_SECONDS = env_int("PAYOUTS_SWEEP_INTERVAL_SECONDS", 30)
+PAYOUTS_SWEEP_BATCH_SIZE = env_int("PAYOUTS_SWEEP_BATCH_SIZE", 500)
+
+CELERY_TASK_SOFT_TIME_LIMIT = int(PAYOUTS_PROVIDER_TIMEOUT_SECONDS) + 20
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 10
+if PAYOUTS_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT + PAYOUTS_RETRY_BACKOFF_MAX_SECONDS:
+    raise ImproperlyConfigured(
+        "PAYOUTS_LEASE_SECONDS must exceed the task time limit plus "
+        "PAYOUTS_RETRY_BACKOFF_MAX_SECONDS, or live payouts would be re-queued."
+    )
+
+CELERY_BEAT_SCHEDULE = {
+    "payouts-recovery-sweep": {
+        "task": "payouts.tasks.recover_stale_payouts",
+        "schedule": PAYOUTS_SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": PAYOUTS_SWEEP_INTERVAL_SECONDS},
+    },
+}

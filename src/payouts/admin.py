@@ -1,0 +1,136 @@
+"""Back office. Staff see everything; status changes go through services, never direct writes."""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from . import money
+from .models import ApiClient, ApiKey, EventActor, PayoutEvent, PayoutRequest, SandboxLedgerEntry
+from .services import PayoutNotCancelable, payout_cancel
+
+
+class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class PayoutEventInline(ReadOnlyInline):
+    model = PayoutEvent
+    fields = ("created_at", "from_status", "to_status", "actor", "reason", "applied")
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+
+
+@admin.register(PayoutRequest)
+class PayoutRequestAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = (
+        "id",
+        "client",
+        "client_reference",
+        "formatted_amount",
+        "currency",
+        "status",
+        "failure_code",
+        "created_at",
+    )
+    list_filter = ("status", "currency", "client", "created_at")
+    search_fields = ("=id", "client_reference", "client__name", "provider_reference")
+    list_select_related = ("client",)
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    show_full_result_count = False
+    # Money, routing and status are never edited by hand: status moves only through services.
+    readonly_fields = (
+        "id",
+        "client",
+        "client_reference",
+        "amount",
+        "currency",
+        "destination",
+        "metadata",
+        "status",
+        "failure_code",
+        "failure_reason",
+        "provider_reference",
+        "created_at",
+        "updated_at",
+        "processed_at",
+        "lease_expires_at",
+    )
+    inlines = (PayoutEventInline,)
+    actions = ("cancel_payouts",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # payouts come in through the API, where idempotency is enforced
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="amount", ordering="amount")
+    def formatted_amount(self, payout: PayoutRequest) -> str:
+        return money.format_amount(payout.amount, payout.currency)
+
+    @admin.action(description="Cancel selected payouts (NEW or PROCESSING only)")
+    def cancel_payouts(self, request: HttpRequest, queryset: QuerySet[PayoutRequest]) -> None:
+        canceled, refused = 0, []
+        for payout in queryset:
+            try:
+                payout_cancel(
+                    payout=payout, actor=EventActor.ADMIN, reason=f"canceled by {request.user} in admin"
+                )
+                canceled += 1
+            except PayoutNotCancelable as exc:
+                refused.append(f"{exc.payout.client_reference} ({exc.payout.status})")
+        if canceled:
+            self.message_user(request, f"Canceled {canceled} payout(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(
+                request,
+                f"Not canceled, already final: {', '.join(refused)}.",
+                messages.WARNING,
+            )
+
+
+class ApiKeyInline(ReadOnlyInline):
+    model = ApiKey
+    fields = ("name", "prefix", "created", "expiry_date", "revoked")
+    readonly_fields = fields
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("name", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name",)
+    inlines = (ApiKeyInline,)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(APIKeyModelAdmin):
+    """Creating a key here shows it once in a message; revoking is a checkbox."""
+
+    list_display = (*APIKeyModelAdmin.list_display, "client")
+    list_filter = (*APIKeyModelAdmin.list_filter, "client")
+    search_fields = (*APIKeyModelAdmin.search_fields, "client__name")
+
+
+@admin.register(SandboxLedgerEntry)
+class SandboxLedgerEntryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("idempotency_key", "outcome", "calls", "amount", "currency", "executed_at")
+    list_filter = ("outcome",)
+    search_fields = ("=idempotency_key", "reference")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,148 @@
+"""The one place where exceptions become HTTP answers: RFC 9457 problem documents.
+
+Every error body has the same shape::
+
+    {"type": "urn:payouts:error:<code>", "title": "...", "status": 400,
+     "code": "<code>", "message": "...", "errors": [{"field": ..., "code": ..., "message": ...}]}
+
+`code` is stable and machine-readable; `errors` appears on validation failures only.
+"""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from ..selectors import PayoutNotFound
+from ..services import ClientReferenceConflict, PayoutNotCancelable
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    409: "Conflict",
+    413: "Request too large",
+    415: "Unsupported media type",
+    429: "Too many requests",
+    500: "Internal server error",
+}
+
+# DRF's default codes, renamed where the default says less than it could.
+CODE_OVERRIDES = {"invalid": "validation_error", "parse_error": "malformed_json"}
+
+
+def problem(
+    http_status: int, code: str, message: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": f"urn:payouts:error:{code}",
+        "title": TITLES.get(http_status, "Error"),
+        "status": http_status,
+        "code": code,
+        "message": message,
+        **extra,
+    }
+
+
+def _field_errors(detail: Any, path: str = "") -> list[dict[str, str]]:
+    """Flatten DRF's nested ValidationError detail into [{field, code, message}]."""
+    if isinstance(detail, dict):
+        return [
+            error
+            for key, value in detail.items()
+            for error in _field_errors(value, f"{path}.{key}" if path else str(key))
+        ]
+    if isinstance(detail, list):
+        if all(isinstance(item, exceptions.ErrorDetail) for item in detail):
+            return [error for item in detail for error in _field_errors(item, path)]
+        return [
+            error for index, item in enumerate(detail) for error in _field_errors(item, f"{path}[{index}]")
+        ]
+    field = path if path and path != "non_field_errors" else None
+    return [{"field": field, "code": getattr(detail, "code", "invalid"), "message": str(detail)}]  # type: ignore[dict-item]
+
+
+def _problem_for(exc: Exception) -> tuple[int, dict[str, Any]] | None:
+    if isinstance(exc, PayoutNotFound):
+        return 404, problem(404, "not_found", "No such payout request.")
+    if isinstance(exc, PayoutNotCancelable):
+        return 400, problem(
+            400,
+            "payout_not_cancelable",
+            f"The payout is {exc.payout.status}; only NEW or PROCESSING payouts can be canceled.",
+            payout_status=exc.payout.status,
+        )
+    if isinstance(exc, ClientReferenceConflict):
+        return 409, problem(
+            409,
+            "client_reference_conflict",
+            "A payout with this client_reference already exists with different data.",
+            payout_id=str(exc.existing.pk),
+            conflicting_fields=exc.fields,
+        )
+    if isinstance(exc, Http404):
+        return 404, problem(404, "not_found", "Not found.")
+    if isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _field_errors(exc.detail)
+        return 400, problem(400, "validation_error", "The request is invalid.", errors=errors)
+    if isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
+        code = CODE_OVERRIDES.get(str(code), str(code))
+        return exc.status_code, problem(exc.status_code, code, str(exc.detail))
+    return None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: known errors become problem documents; others propagate (500)."""
+    mapped = _problem_for(exc)
+    if mapped is None:
+        return None
+    http_status, body = mapped
+    headers: dict[str, str] = {}
+    if isinstance(exc, exceptions.APIException):
+        if auth_header := getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = auth_header
+        if wait := getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(wait))
+    set_rollback()
+    return Response(body, status=http_status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _django_problem(http_status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse(
+        problem(http_status, code, message), status=http_status, content_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+# Django-level handlers (config/urls.py) for errors raised outside DRF views: unknown URLs,
+# disallowed hosts, crashes. They answer in the same shape.
+def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _django_problem(400, "bad_request", "The request could not be understood.")
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _django_problem(403, "permission_denied", "You do not have permission for this.")
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _django_problem(404, "not_found", "Not found.")
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return _django_problem(500, "internal_error", "Something went wrong on our side.")
+
+
+

@@ -1,0 +1,47 @@
+"""The request body parser: JSON only, exact decimals, and no 500 for hostile documents."""
+
+import json
+from decimal import Decimal
+from typing import IO, Any
+
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
+from rest_framework.parsers import JSONParser
+
+# A payout with all its metadata fits in ~12 KB; refuse to buffer anything much larger.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = f"The request body exceeds {MAX_BODY_BYTES} bytes."
+    default_code = "request_too_large"
+
+
+class StrictJSONParser(JSONParser):
+    """JSON with numbers parsed as Decimal (never float) and hostile input answered with 400.
+
+    The stock parser lets RecursionError from deeply nested documents escape as a 500 and accepts
+    lone UTF-16 surrogates that the database driver then cannot encode; NaN and Infinity are not
+    JSON at all.
+    """
+
+    def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
+        body = stream.read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestTooLarge()
+        try:
+            data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+            # Lone surrogates ("\ud800") are valid JSON escapes but not encodable text.
+            json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+        except RecursionError:
+            raise ParseError("JSON parse error - the document is nested too deeply.") from None
+        except UnicodeError:
+            raise ParseError("JSON parse error - the document is not valid UTF-8 text.") from None
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
+        return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid JSON value")

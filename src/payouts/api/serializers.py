@@ -1,0 +1,226 @@
+"""Input validation and output shapes. No business rules here: services decide."""
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .. import money
+from ..models import PayoutEvent, PayoutRequest, PayoutStatus
+
+METADATA_MAX_KEYS = 20
+METADATA_KEY_MAX_LENGTH = 40
+METADATA_VALUE_MAX_LENGTH = 500
+# Digits with at most one decimal point: no sign, exponent, spaces, NaN or Infinity.
+AMOUNT_TEXT = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that takes strings only: DRF's coerces numbers, which hides client bugs."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)  # type: ignore[no-any-return]
+
+
+@extend_schema_field({"type": "string", "pattern": r"^\d+(\.\d+)?$", "example": "1500.00"})
+class AmountField(serializers.Field):  # type: ignore[type-arg]
+    """A positive decimal given as a string ("1500.50"); a JSON number is taken exactly too."""
+
+    default_error_messages = {
+        "invalid": 'Must be a decimal number in a string, e.g. "1500.50".',
+        "not_positive": "Must be greater than zero.",
+        "too_large": f"Must not exceed {money.MAX_AMOUNT}.",
+    }
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, str):
+            text = data
+        elif isinstance(data, (int, Decimal)) and not isinstance(data, bool):
+            number = Decimal(data)
+            # Check magnitude before formatting: "1e999999999" would expand to a gigabyte.
+            if not number.is_finite() or not -30 < number.adjusted() < 30 or number.as_tuple().exponent < -30:  # type: ignore[operator]
+                self.fail("invalid")
+            text = format(number, "f")
+        else:
+            self.fail("invalid")
+        if text.startswith("-") and AMOUNT_TEXT.fullmatch(text[1:]):
+            self.fail("not_positive")
+        if not AMOUNT_TEXT.fullmatch(text):
+            self.fail("invalid")
+        amount = Decimal(text)
+        if amount == 0:
+            self.fail("not_positive")
+        if amount > money.MAX_AMOUNT:
+            self.fail("too_large")
+        return amount
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+class PayoutCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    client_reference = StrictCharField(
+        max_length=64,
+        trim_whitespace=False,
+        help_text="Your own id for this payout; creating twice with it is idempotent.",
+    )
+    amount = AmountField(help_text="Decimal string with at most the currency's minor-unit digits.")
+    currency = StrictCharField(
+        max_length=3, help_text="ISO 4217 alphabetic code, any case (rub -> RUB)."
+    )
+    destination = StrictCharField(
+        max_length=255, trim_whitespace=False, help_text="Payout details, stored as given."
+    )
+    metadata = serializers.DictField(
+        child=StrictCharField(max_length=METADATA_VALUE_MAX_LENGTH, allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text=f"Up to {METADATA_MAX_KEYS} string keys (<= {METADATA_KEY_MAX_LENGTH} chars) "
+        f"with string values (<= {METADATA_VALUE_MAX_LENGTH} chars).",
+    )
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
+            raise serializers.ValidationError(
+                {name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")] for name in unknown}
+            )
+        return super().to_internal_value(data)
+
+    def validate_client_reference(self, value: str) -> str:
+        if value != value.strip() or not value.isprintable():
+            raise serializers.ValidationError(
+                "Must be printable characters with no leading or trailing whitespace.",
+                code="invalid_client_reference",
+            )
+        return value
+
+    def validate_currency(self, value: str) -> str:
+        try:
+            return money.normalize_currency(value)
+        except money.UnknownCurrency:
+            raise serializers.ValidationError(
+                "Not a supported ISO 4217 currency code.", code="invalid_currency"
+            ) from None
+
+    def validate_destination(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.", code="blank")
+        return value
+
+    def validate_metadata(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > METADATA_MAX_KEYS:
+            raise serializers.ValidationError(
+                f"At most {METADATA_MAX_KEYS} keys.", code="too_many_keys"
+            )
+        for key in value:
+            if not 1 <= len(key) <= METADATA_KEY_MAX_LENGTH or "\x00" in key:
+                raise serializers.ValidationError(
+                    f"Keys must be 1-{METADATA_KEY_MAX_LENGTH} characters: {key[:50]!r}.",
+                    code="invalid_key",
+                )
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        amount, currency = attrs["amount"], attrs["currency"]
+        digits = money.exponent(currency)
+        if -int(amount.as_tuple().exponent) > digits:
+            raise serializers.ValidationError(
+                {
+                    "amount": serializers.ErrorDetail(
+                        f"{currency} amounts take at most {digits} decimal places.",
+                        code="too_many_decimal_places",
+                    )
+                }
+            )
+        attrs.setdefault("metadata", {})
+        return attrs
+
+
+class PayoutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.UUIDField()
+    client_reference = serializers.CharField()
+    amount = serializers.SerializerMethodField(help_text="With exactly the currency's minor-unit digits.")
+    currency = serializers.CharField()
+    destination = serializers.CharField()
+    metadata = serializers.DictField(child=serializers.CharField())
+    status = serializers.ChoiceField(choices=PayoutStatus.choices)
+    failure_code = serializers.CharField(help_text="Machine code when FAILED, else empty.")
+    failure_reason = serializers.CharField(help_text="Human text when FAILED, else empty.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    processed_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_amount(self, payout: PayoutRequest) -> str:
+        return money.format_amount(payout.amount, payout.currency)
+
+
+class PayoutEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    from_status = serializers.SerializerMethodField()
+    to_status = serializers.ChoiceField(choices=PayoutStatus.choices)
+    actor = serializers.CharField(help_text="api, worker, admin or recovery")
+    reason = serializers.CharField()
+    applied = serializers.BooleanField(
+        help_text="False for a provider outcome that arrived after the payout was canceled."
+    )
+    created_at = serializers.DateTimeField()
+
+    @extend_schema_field({"type": "string", "nullable": True, "enum": [*PayoutStatus.values, None]})
+    def get_from_status(self, event: PayoutEvent) -> str | None:
+        return event.from_status or None
+
+
+class PayoutListQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    status = serializers.CharField(required=False, help_text="One status or a comma list: NEW,PROCESSING")
+    currency = serializers.CharField(required=False, max_length=3)
+    client_reference = serializers.CharField(required=False, max_length=64, trim_whitespace=False)
+    created_after = serializers.DateTimeField(required=False, help_text="Inclusive, ISO 8601.")
+    created_before = serializers.DateTimeField(required=False, help_text="Exclusive, ISO 8601.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, help_text="1-200, default 50.")
+    cursor = serializers.CharField(required=False, help_text="From the `next`/`previous` links.")
+
+    def to_internal_value(self, data: Any) -> Any:
+        if unknown := sorted(set(data) - set(self.fields)):
+            raise serializers.ValidationError(
+                {name: [serializers.ErrorDetail("Unknown query parameter.", code="unknown_parameter")] for name in unknown}
+            )
+        return super().to_internal_value(data)
+
+    def validate_status(self, value: str) -> list[str]:
+        statuses = [item.strip().upper() for item in value.split(",")]
+        if invalid := [item for item in statuses if item not in PayoutStatus.values]:
+            raise serializers.ValidationError(
+                f"Unknown status {invalid[0]!r}; use {', '.join(PayoutStatus.values)}.", code="invalid_choice"
+            )
+        return statuses
+
+    def validate_currency(self, value: str) -> str:
+        try:
+            return money.normalize_currency(value)
+        except money.UnknownCurrency:
+            raise serializers.ValidationError(
+                "Not a supported ISO 4217 currency code.", code="invalid_currency"
+            ) from None
+
+
+class ProblemFieldErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    field = serializers.CharField(allow_null=True, help_text="Dotted path of the failing field.")
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ProblemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """RFC 9457 problem details, the body of every error."""
+
+    type = serializers.CharField(help_text="urn:payouts:error:<code>")
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    code = serializers.CharField(help_text="Stable machine-readable error code.")
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    errors = ProblemFieldErrorSerializer(many=True, required=False, help_text="Validation failures only.")

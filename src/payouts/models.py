@@ -1,0 +1,168 @@
+"""Payout requests, their status history, the API clients that own them, the sandbox ledger.
+
+Invariants live in the database as well as in code: one payout per (client, client_reference),
+amount > 0, status one of five values.
+"""
+
+import uuid
+from typing import ClassVar
+
+from django.db import models
+from django.db.models import Q
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+class ApiClient(models.Model):
+    """A merchant using the API. Its keys authenticate requests; its payouts are its own."""
+
+    name = models.CharField(max_length=100, unique=True)
+    is_active = models.BooleanField(
+        default=True, help_text="Inactive clients cannot authenticate, whatever their keys."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # DRF treats whatever the authentication class returns as request.user.
+    is_authenticated = True
+
+    class Meta:
+        verbose_name = "API client"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(AbstractAPIKey):
+    """A hashed, revocable key of an API client (the plain key is shown once, at creation)."""
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="api_keys")
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+
+class PayoutStatus(models.TextChoices):
+    NEW = "NEW"
+    PROCESSING = "PROCESSING"
+    PAID = "PAID"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+FINAL_STATUSES = frozenset({PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.CANCELED})
+
+
+class PayoutRequest(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    client = models.ForeignKey(ApiClient, on_delete=models.PROTECT, related_name="payouts")
+    client_reference = models.CharField(max_length=64)
+    # Four decimal places hold every accepted currency's minor unit; money.py enforces the
+    # currency's own exponent.
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    destination = models.CharField(max_length=255)
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=10, choices=PayoutStatus.choices, default=PayoutStatus.NEW
+    )
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_reason = models.CharField(max_length=500, blank=True)
+    provider_reference = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Status changes use QuerySet.update(), which skips auto_now: transitions set it explicitly.
+    updated_at = models.DateTimeField(auto_now=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    # While NEW or PROCESSING: when the recovery sweep may assume the payout was lost (task never
+    # published, worker died) and queue it again. Cleared when the payout reaches a final status.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["client", "client_reference"], name="payout_unique_client_reference"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=PayoutStatus.values), name="payout_status_valid"
+            ),
+        ]
+        indexes: ClassVar = [
+            # The client's list, newest first (the cursor orders by created_at, then id).
+            models.Index(fields=["client", "-created_at", "-id"], name="payout_client_created"),
+            models.Index(
+                fields=["client", "status", "-created_at"], name="payout_client_status_created"
+            ),
+            # The recovery sweep only ever looks at unfinished payouts.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="payout_open_lease",
+                condition=Q(status__in=[PayoutStatus.NEW, PayoutStatus.PROCESSING]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_reference} ({self.amount} {self.currency}, {self.status})"
+
+
+class EventActor(models.TextChoices):
+    API = "api"
+    WORKER = "worker"
+    ADMIN = "admin"
+    RECOVERY = "recovery"
+
+
+class PayoutEvent(models.Model):
+    """One row of a payout's status history: written in the transaction that made the move.
+
+    `from_status` is empty for the creation event. An outcome that arrived after the payout was
+    canceled is recorded with `applied=False` and leaves the status untouched.
+    """
+
+    payout = models.ForeignKey(PayoutRequest, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=10, choices=PayoutStatus.choices, blank=True)
+    to_status = models.CharField(max_length=10, choices=PayoutStatus.choices)
+    actor = models.CharField(max_length=10, choices=EventActor.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    applied = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes: ClassVar = [
+            models.Index(fields=["payout", "created_at", "id"], name="event_payout_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status} by {self.actor}"
+
+
+class SandboxOutcome(models.TextChoices):
+    PAID = "paid"
+    DECLINED = "declined"
+
+
+class SandboxLedgerEntry(models.Model):
+    """The sandbox provider's own book: one row per payout id (its idempotency key).
+
+    `calls` counts every request the provider received; `outcome` is written once, when the
+    payout is executed. A payout whose row shows one outcome was executed exactly once however
+    often it was called.
+    """
+
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    destination = models.CharField(max_length=255)
+    calls = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=10, choices=SandboxOutcome.choices, blank=True)
+    reference = models.CharField(max_length=64, blank=True)
+    decline_code = models.CharField(max_length=64, blank=True)
+    decline_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    executed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "sandbox ledger entry"
+        verbose_name_plural = "sandbox ledger"
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key}: {self.outcome or 'pending'} ({self.calls} calls)"

@@ -1,0 +1,33 @@
+"""Celery tasks: thin shells that call a service. Duplicate deliveries are harmless by design."""
+
+import uuid
+
+from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+
+from .providers import ProviderTransientError
+from .services import payout_process, payouts_recover_stale
+
+
+@shared_task(bind=True, max_retries=settings.PAYOUTS_MAX_RETRIES)
+def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:  # type: ignore[no-untyped-def]
+    final_attempt = self.request.retries >= self.max_retries
+    try:
+        status = payout_process(
+            payout_id=uuid.UUID(payout_id), final_attempt=final_attempt, recovered=recovered
+        )
+    except ProviderTransientError as exc:
+        countdown = get_exponential_backoff_interval(
+            factor=settings.PAYOUTS_RETRY_BACKOFF_SECONDS,
+            retries=self.request.retries,
+            maximum=settings.PAYOUTS_RETRY_BACKOFF_MAX_SECONDS,
+            full_jitter=True,
+        )
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    return status
+
+
+@shared_task
+def recover_stale_payouts() -> int:
+    return payouts_recover_stale()

@@ -140,7 +140,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": LOCAL_DATA_DIR / "db.sqlite3",
+            "NAME": str(LOCAL_DATA_DIR / "db.sqlite3"),
             "CONN_MAX_AGE": DATABASE_CONN_MAX_AGE,
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
@@ -198,6 +198,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["payouts.api.auth.IsApiClient"],
     "DEFAULT_PARSER_CLASSES": ["payouts.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "payouts.api.negotiation.JSONOnlyContentNegotiation",
     "EXCEPTION_HANDLER": "payouts.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,

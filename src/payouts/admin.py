@@ -12,7 +12,7 @@ from .models import ApiClient, ApiKey, EventActor, PayoutEvent, PayoutRequest, S
 from .services import PayoutNotCancelable, payout_cancel
 
 
-class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
@@ -31,7 +31,7 @@ class PayoutEventInline(ReadOnlyInline):
 
 
 @admin.register(PayoutRequest)
-class PayoutRequestAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class PayoutRequestAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "client",
@@ -85,7 +85,9 @@ class PayoutRequestAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         for payout in queryset:
             try:
                 payout_cancel(
-                    payout=payout, actor=EventActor.ADMIN, reason=f"canceled by {request.user} in admin"
+                    payout=payout,
+                    actor=EventActor.ADMIN,
+                    reason=f"canceled by {request.user} in admin",
                 )
                 canceled += 1
             except PayoutNotCancelable as exc:
@@ -107,7 +109,7 @@ class ApiKeyInline(ReadOnlyInline):
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ApiClientAdmin(admin.ModelAdmin):
     list_display = ("name", "is_active", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name",)
@@ -118,13 +120,13 @@ class ApiClientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class ApiKeyAdmin(APIKeyModelAdmin):
     """Creating a key here shows it once in a message; revoking is a checkbox."""
 
-    list_display = (*APIKeyModelAdmin.list_display, "client")
-    list_filter = (*APIKeyModelAdmin.list_filter, "client")
-    search_fields = (*APIKeyModelAdmin.search_fields, "client__name")
+    list_display = (*APIKeyModelAdmin.list_display, "client")  # type: ignore[assignment]
+    list_filter = (*APIKeyModelAdmin.list_filter, "client")  # type: ignore[assignment]
+    search_fields = (*APIKeyModelAdmin.search_fields, "client__name")  # type: ignore[assignment]
 
 
 @admin.register(SandboxLedgerEntry)
-class SandboxLedgerEntryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class SandboxLedgerEntryAdmin(admin.ModelAdmin):
     list_display = ("idempotency_key", "outcome", "calls", "amount", "currency", "executed_at")
     list_filter = ("outcome",)
     search_fields = ("=idempotency_key", "reference")

@@ -62,9 +62,7 @@ class PayoutRequest(models.Model):
     currency = models.CharField(max_length=3)
     destination = models.CharField(max_length=255)
     metadata = models.JSONField(default=dict, blank=True)
-    status = models.CharField(
-        max_length=10, choices=PayoutStatus.choices, default=PayoutStatus.NEW
-    )
+    status = models.CharField(max_length=10, choices=PayoutStatus.choices, default=PayoutStatus.NEW)
     failure_code = models.CharField(max_length=64, blank=True)
     failure_reason = models.CharField(max_length=500, blank=True)
     provider_reference = models.CharField(max_length=64, blank=True)

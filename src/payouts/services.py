@@ -65,7 +65,9 @@ def payout_enqueue(payout_id: uuid.UUID, *, recovered: bool = False) -> None:
     try:
         process_payout.apply_async(args=(str(payout_id),), kwargs={"recovered": recovered})
     except Exception:
-        logger.warning("could not queue payout %s; the recovery sweep will", payout_id, exc_info=True)
+        logger.warning(
+            "could not queue payout %s; the recovery sweep will", payout_id, exc_info=True
+        )
 
 
 def payout_create(
@@ -82,8 +84,15 @@ def payout_create(
     Same reference and same data: the existing payout, nothing queued. Same reference and
     different data: ClientReferenceConflict. Inputs must already be normalized (money.py).
     """
-    data = {"amount": amount, "currency": currency, "destination": destination, "metadata": metadata}
-    existing = PayoutRequest.objects.filter(client=client, client_reference=client_reference).first()
+    data = {
+        "amount": amount,
+        "currency": currency,
+        "destination": destination,
+        "metadata": metadata,
+    }
+    existing = PayoutRequest.objects.filter(
+        client=client, client_reference=client_reference
+    ).first()
     if existing is None:
         try:
             with transaction.atomic():
@@ -94,7 +103,10 @@ def payout_create(
                     **data,
                 )
                 PayoutEvent.objects.create(
-                    payout=payout, to_status=PayoutStatus.NEW, actor=EventActor.API, reason="created"
+                    payout=payout,
+                    to_status=PayoutStatus.NEW,
+                    actor=EventActor.API,
+                    reason="created",
                 )
                 transaction.on_commit(lambda: payout_enqueue(payout.pk))
             return PayoutCreated(payout, created=True)
@@ -136,7 +148,9 @@ def payout_process(
     """
     actor = EventActor.RECOVERY if recovered else EventActor.WORKER
     lease = {"lease_expires_at": _lease_deadline()}
-    if not transition(payout_id, to=PayoutStatus.PROCESSING, actor=actor, reason="claimed", **lease):
+    if not transition(
+        payout_id, to=PayoutStatus.PROCESSING, actor=actor, reason="claimed", **lease
+    ):
         # Already PROCESSING (a retry, or a redelivery after a worker died): renew its lease.
         PayoutRequest.objects.filter(pk=payout_id, status=PayoutStatus.PROCESSING).update(**lease)
     payout = PayoutRequest.objects.filter(pk=payout_id).first()
@@ -155,7 +169,9 @@ def payout_process(
         result: PayoutResult = provider.execute(instruction)
     except SoftTimeLimitExceeded:
         # The task's time limit cut a provider call short: as retryable as a provider timeout.
-        exc = ProviderTransientError("provider_timeout", "The provider call exceeded the time limit.")
+        exc = ProviderTransientError(
+            "provider_timeout", "The provider call exceeded the time limit."
+        )
         if not final_attempt:
             raise exc from None
         result = _retries_exhausted(payout_id, exc)
@@ -175,7 +191,9 @@ def _retries_exhausted(payout_id: uuid.UUID, exc: ProviderTransientError) -> Pay
     )
 
 
-def _apply_outcome(payout: PayoutRequest, result: PayoutResult, *, actor: EventActor) -> PayoutStatus:
+def _apply_outcome(
+    payout: PayoutRequest, result: PayoutResult, *, actor: EventActor
+) -> PayoutStatus:
     if isinstance(result, PayoutDeclined):
         target, reason = PayoutStatus.FAILED, f"{result.code}: {result.reason}"
         fields = {"failure_code": result.code, "failure_reason": result.reason}
@@ -194,7 +212,9 @@ def _apply_outcome(payout: PayoutRequest, result: PayoutResult, *, actor: EventA
         reason=f"not applied, payout already {payout.status}: {reason}",
         applied=False,
     )
-    logger.warning("payout %s: provider said %s after it became %s", payout.pk, target, payout.status)
+    logger.warning(
+        "payout %s: provider said %s after it became %s", payout.pk, target, payout.status
+    )
     return PayoutStatus(payout.status)
 
 

@@ -11,7 +11,7 @@ from .services import payout_process, payouts_recover_stale
 
 
 @shared_task(bind=True, max_retries=settings.PAYOUTS_MAX_RETRIES)
-def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:  # type: ignore[no-untyped-def]
+def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:
     final_attempt = self.request.retries >= self.max_retries
     try:
         status = payout_process(

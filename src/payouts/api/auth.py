@@ -26,7 +26,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer":
-            raise exceptions.AuthenticationFailed("Use the Authorization header 'Bearer <api key>'.")
+            raise exceptions.AuthenticationFailed(
+                "Use the Authorization header 'Bearer <api key>'."
+            )
         key = key.strip()
         if not KEY_FORMAT.fullmatch(key):
             raise exceptions.AuthenticationFailed("Invalid API key.")
@@ -44,12 +46,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="api"'
 
 
+def request_client(request: Request) -> ApiClient:
+    """The authenticated client of a request that passed IsApiClient."""
+    client = request.user
+    if not isinstance(client, ApiClient):
+        raise exceptions.NotAuthenticated()
+    return client
+
+
 class IsApiClient(permissions.BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.user, ApiClient)
 
 
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "payouts.api.auth.ApiKeyAuthentication"
     name = "ApiKeyAuth"
 

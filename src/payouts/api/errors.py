@@ -42,9 +42,7 @@ TITLES = {
 CODE_OVERRIDES = {"invalid": "validation_error", "parse_error": "malformed_json"}
 
 
-def problem(
-    http_status: int, code: str, message: str, **extra: Any
-) -> dict[str, Any]:
+def problem(http_status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {
         "type": f"urn:payouts:error:{code}",
         "title": TITLES.get(http_status, "Error"),
@@ -67,7 +65,9 @@ def _field_errors(detail: Any, path: str = "") -> list[dict[str, str]]:
         if all(isinstance(item, exceptions.ErrorDetail) for item in detail):
             return [error for item in detail for error in _field_errors(item, path)]
         return [
-            error for index, item in enumerate(detail) for error in _field_errors(item, f"{path}[{index}]")
+            error
+            for index, item in enumerate(detail)
+            for error in _field_errors(item, f"{path}[{index}]")
         ]
     field = path if path and path != "non_field_errors" else None
     return [{"field": field, "code": getattr(detail, "code", "invalid"), "message": str(detail)}]  # type: ignore[dict-item]
@@ -143,6 +143,3 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 def handler500(request: HttpRequest) -> JsonResponse:
     return _django_problem(500, "internal_error", "Something went wrong on our side.")
-
-
-

@@ -1,6 +1,7 @@
 """Input validation and output shapes. No business rules here: services decide."""
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -26,11 +27,11 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data)  # type: ignore[no-any-return]
+        return super().to_internal_value(data)
 
 
 @extend_schema_field({"type": "string", "pattern": r"^\d+(\.\d+)?$", "example": "1500.00"})
-class AmountField(serializers.Field):  # type: ignore[type-arg]
+class AmountField(serializers.Field):
     """A positive decimal given as a string ("1500.50"); a JSON number is taken exactly too."""
 
     default_error_messages = {
@@ -44,8 +45,9 @@ class AmountField(serializers.Field):  # type: ignore[type-arg]
             text = data
         elif isinstance(data, (int, Decimal)) and not isinstance(data, bool):
             number = Decimal(data)
+            exponent = number.as_tuple().exponent  # 'n', 'N' or 'F' when not finite
             # Check magnitude before formatting: "1e999999999" would expand to a gigabyte.
-            if not number.is_finite() or not -30 < number.adjusted() < 30 or number.as_tuple().exponent < -30:  # type: ignore[operator]
+            if not isinstance(exponent, int) or exponent < -30 or number.adjusted() > 30:
                 self.fail("invalid")
             text = format(number, "f")
         else:
@@ -65,7 +67,32 @@ class AmountField(serializers.Field):  # type: ignore[type-arg]
         return str(value)
 
 
-class PayoutCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RejectUnknownFieldsMixin:
+    """Name every field the serializer does not know, beside the other errors: a typo such as
+    `ammount` or `?stauts=` must not be silently ignored by a payments API."""
+
+    unknown_code = "unknown_field"
+    unknown_message = "Unknown field."
+
+    def to_internal_value(self, data: Any) -> Any:
+        known = self.fields  # type: ignore[attr-defined]
+        unknown = sorted(set(data) - set(known)) if isinstance(data, Mapping) else []
+        errors = {
+            name: [serializers.ErrorDetail(self.unknown_message, code=self.unknown_code)]
+            for name in unknown
+        }
+        try:
+            value = super().to_internal_value(data)  # type: ignore[misc]
+        except serializers.ValidationError as exc:
+            if errors and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **errors}) from None
+            raise
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class PayoutCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     client_reference = StrictCharField(
         max_length=64,
         trim_whitespace=False,
@@ -79,18 +106,13 @@ class PayoutCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         max_length=255, trim_whitespace=False, help_text="Payout details, stored as given."
     )
     metadata = serializers.DictField(
-        child=StrictCharField(max_length=METADATA_VALUE_MAX_LENGTH, allow_blank=True, trim_whitespace=False),
+        child=StrictCharField(
+            max_length=METADATA_VALUE_MAX_LENGTH, allow_blank=True, trim_whitespace=False
+        ),
         required=False,
         help_text=f"Up to {METADATA_MAX_KEYS} string keys (<= {METADATA_KEY_MAX_LENGTH} chars) "
         f"with string values (<= {METADATA_VALUE_MAX_LENGTH} chars).",
     )
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
-            raise serializers.ValidationError(
-                {name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")] for name in unknown}
-            )
-        return super().to_internal_value(data)
 
     def validate_client_reference(self, value: str) -> str:
         if value != value.strip() or not value.isprintable():
@@ -142,10 +164,12 @@ class PayoutCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return attrs
 
 
-class PayoutSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PayoutSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     client_reference = serializers.CharField()
-    amount = serializers.SerializerMethodField(help_text="With exactly the currency's minor-unit digits.")
+    amount = serializers.SerializerMethodField(
+        help_text="With exactly the currency's minor-unit digits."
+    )
     currency = serializers.CharField()
     destination = serializers.CharField()
     metadata = serializers.DictField(child=serializers.CharField())
@@ -161,7 +185,7 @@ class PayoutSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return money.format_amount(payout.amount, payout.currency)
 
 
-class PayoutEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class PayoutEventSerializer(serializers.Serializer):
     from_status = serializers.SerializerMethodField()
     to_status = serializers.ChoiceField(choices=PayoutStatus.choices)
     actor = serializers.CharField(help_text="api, worker, admin or recovery")
@@ -176,27 +200,28 @@ class PayoutEventSerializer(serializers.Serializer):  # type: ignore[type-arg]
         return event.from_status or None
 
 
-class PayoutListQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
-    status = serializers.CharField(required=False, help_text="One status or a comma list: NEW,PROCESSING")
+class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    unknown_code = "unknown_parameter"
+    unknown_message = "Unknown query parameter."
+
+    status = serializers.CharField(
+        required=False, help_text="One status or a comma list: NEW,PROCESSING"
+    )
     currency = serializers.CharField(required=False, max_length=3)
     client_reference = serializers.CharField(required=False, max_length=64, trim_whitespace=False)
     created_after = serializers.DateTimeField(required=False, help_text="Inclusive, ISO 8601.")
     created_before = serializers.DateTimeField(required=False, help_text="Exclusive, ISO 8601.")
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, help_text="1-200, default 50.")
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=200, help_text="1-200, default 50."
+    )
     cursor = serializers.CharField(required=False, help_text="From the `next`/`previous` links.")
-
-    def to_internal_value(self, data: Any) -> Any:
-        if unknown := sorted(set(data) - set(self.fields)):
-            raise serializers.ValidationError(
-                {name: [serializers.ErrorDetail("Unknown query parameter.", code="unknown_parameter")] for name in unknown}
-            )
-        return super().to_internal_value(data)
 
     def validate_status(self, value: str) -> list[str]:
         statuses = [item.strip().upper() for item in value.split(",")]
         if invalid := [item for item in statuses if item not in PayoutStatus.values]:
             raise serializers.ValidationError(
-                f"Unknown status {invalid[0]!r}; use {', '.join(PayoutStatus.values)}.", code="invalid_choice"
+                f"Unknown status {invalid[0]!r}; use {', '.join(PayoutStatus.values)}.",
+                code="invalid_choice",
             )
         return statuses
 
@@ -209,13 +234,13 @@ class PayoutListQuerySerializer(serializers.Serializer):  # type: ignore[type-ar
             ) from None
 
 
-class ProblemFieldErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ProblemFieldErrorSerializer(serializers.Serializer):
     field = serializers.CharField(allow_null=True, help_text="Dotted path of the failing field.")
     code = serializers.CharField()
     message = serializers.CharField()
 
 
-class ProblemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ProblemSerializer(serializers.Serializer):
     """RFC 9457 problem details, the body of every error."""
 
     type = serializers.CharField(help_text="urn:payouts:error:<code>")
@@ -223,4 +248,7 @@ class ProblemSerializer(serializers.Serializer):  # type: ignore[type-arg]
     status = serializers.IntegerField()
     code = serializers.CharField(help_text="Stable machine-readable error code.")
     message = serializers.CharField(help_text="Human-readable explanation.")
-    errors = ProblemFieldErrorSerializer(many=True, required=False, help_text="Validation failures only.")
+    # Shadows Serializer.errors; harmless, this serializer only describes the schema.
+    errors = ProblemFieldErrorSerializer(  # type: ignore[assignment]
+        many=True, required=False, help_text="Validation failures only."
+    )

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -10,7 +11,6 @@ from drf_spectacular.utils import (
     extend_schema_view,
     inline_serializer,
 )
-from drf_spectacular.types import OpenApiTypes
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -19,6 +19,8 @@ from rest_framework.response import Response
 from ..models import EventActor
 from ..selectors import payout_events, payout_get, payout_list
 from ..services import payout_cancel, payout_create
+from .auth import request_client
+from .errors import PROBLEM_CONTENT_TYPE, TITLES
 from .pagination import PayoutCursorPagination
 from .serializers import (
     PayoutCreateSerializer,
@@ -38,7 +40,7 @@ def _example(name: str, code: str, status_code: int, message: str, **extra: Any)
         name,
         value={
             "type": f"urn:payouts:error:{code}",
-            "title": name,
+            "title": TITLES[status_code],
             "status": status_code,
             "code": code,
             "message": message,
@@ -51,7 +53,9 @@ def _example(name: str, code: str, status_code: int, message: str, **extra: Any)
 
 UNAUTHORIZED = _problem(
     "Missing or invalid API key.",
-    _example("Unauthorized", "not_authenticated", 401, "Authentication credentials were not provided."),
+    _example(
+        "Unauthorized", "not_authenticated", 401, "Authentication credentials were not provided."
+    ),
 )
 NOT_FOUND = _problem(
     "Unknown id, not a UUID, or another client's payout.",
@@ -77,6 +81,9 @@ VALIDATION = _problem(
         ],
     ),
 )
+PAYOUT_ID = OpenApiParameter(
+    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The payout's id."
+)
 CREATE_EXAMPLE = OpenApiExample(
     "Payout",
     value={
@@ -93,17 +100,28 @@ CREATE_EXAMPLE = OpenApiExample(
 @extend_schema_view(
     list=extend_schema(
         summary="List payouts",
+        operation_id="payout_requests_list",
         description="Your payouts, newest first, cursor-paginated.",
         parameters=[
-            OpenApiParameter("status", str, description="One status or a comma list, e.g. NEW,PROCESSING"),
+            OpenApiParameter(
+                "status", str, description="One status or a comma list, e.g. NEW,PROCESSING"
+            ),
             OpenApiParameter("currency", str, description="ISO 4217 code, any case."),
             OpenApiParameter("client_reference", str),
-            OpenApiParameter("created_after", OpenApiTypes.DATETIME, description="Inclusive ISO 8601 datetime."),
-            OpenApiParameter("created_before", OpenApiTypes.DATETIME, description="Exclusive ISO 8601 datetime."),
+            OpenApiParameter(
+                "created_after", OpenApiTypes.DATETIME, description="Inclusive ISO 8601 datetime."
+            ),
+            OpenApiParameter(
+                "created_before", OpenApiTypes.DATETIME, description="Exclusive ISO 8601 datetime."
+            ),
             OpenApiParameter("limit", int, description="Page size, 1-200 (default 50)."),
             OpenApiParameter("cursor", str, description="Opaque cursor from `next` or `previous`."),
         ],
-        responses={200: PayoutSerializer(many=True), 400: VALIDATION, 401: UNAUTHORIZED},
+        responses={
+            200: PayoutSerializer(many=True),
+            (400, PROBLEM_CONTENT_TYPE): VALIDATION,
+            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+        },
     ),
 )
 class PayoutRequestViewSet(viewsets.ViewSet):
@@ -112,18 +130,25 @@ class PayoutRequestViewSet(viewsets.ViewSet):
 
     @extend_schema(
         summary="Create a payout (idempotent by client_reference)",
+        operation_id="payout_requests_create",
         request=PayoutCreateSerializer,
         examples=[CREATE_EXAMPLE],
         responses={
-            201: OpenApiResponse(PayoutSerializer, description="Created and queued for processing."),
+            201: OpenApiResponse(
+                PayoutSerializer, description="Created and queued for processing."
+            ),
             200: OpenApiResponse(
                 PayoutSerializer,
-                description="A payout with this client_reference and the same data exists; nothing new is queued.",
+                description=(
+                    "A payout with this client_reference and the same data exists; "
+                    "nothing new is queued."
+                ),
             ),
-            400: VALIDATION,
-            401: UNAUTHORIZED,
-            409: _problem(
-                "The client_reference exists with a different amount, currency, destination or metadata.",
+            (400, PROBLEM_CONTENT_TYPE): VALIDATION,
+            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            (409, PROBLEM_CONTENT_TYPE): _problem(
+                "The client_reference exists with a different amount, currency, destination "
+                "or metadata.",
                 _example(
                     "Conflict",
                     "client_reference_conflict",
@@ -133,8 +158,8 @@ class PayoutRequestViewSet(viewsets.ViewSet):
                     conflicting_fields=["amount"],
                 ),
             ),
-            413: _problem("The body is larger than 64 KiB."),
-            415: _problem(
+            (413, PROBLEM_CONTENT_TYPE): _problem("The body is larger than 64 KiB."),
+            (415, PROBLEM_CONTENT_TYPE): _problem(
                 "The body is not JSON.",
                 _example(
                     "Unsupported media type",
@@ -148,7 +173,7 @@ class PayoutRequestViewSet(viewsets.ViewSet):
     def create(self, request: Request) -> Response:
         serializer = PayoutCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = payout_create(client=request.user, **serializer.validated_data)
+        result = payout_create(client=request_client(request), **serializer.validated_data)
         body = PayoutSerializer(result.payout).data
         if not result.created:
             return Response(body, status=status.HTTP_200_OK)
@@ -160,7 +185,7 @@ class PayoutRequestViewSet(viewsets.ViewSet):
         query.is_valid(raise_exception=True)
         filters = query.validated_data
         payouts = payout_list(
-            client=request.user,
+            client=request_client(request),
             statuses=filters.get("status", ()),
             currency=filters.get("currency"),
             client_reference=filters.get("client_reference"),
@@ -173,17 +198,28 @@ class PayoutRequestViewSet(viewsets.ViewSet):
 
     @extend_schema(
         summary="Get a payout",
-        responses={200: PayoutSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND, 405: METHOD_NOT_ALLOWED},
+        operation_id="payout_requests_retrieve",
+        parameters=[PAYOUT_ID],
+        responses={
+            200: PayoutSerializer,
+            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            (404, PROBLEM_CONTENT_TYPE): NOT_FOUND,
+            (405, PROBLEM_CONTENT_TYPE): METHOD_NOT_ALLOWED,
+        },
     )
     def retrieve(self, request: Request, id: str) -> Response:
-        return Response(PayoutSerializer(payout_get(client=request.user, payout_id=id)).data)
+        return Response(
+            PayoutSerializer(payout_get(client=request_client(request), payout_id=id)).data
+        )
 
     @extend_schema(
         summary="Cancel a NEW or PROCESSING payout",
+        operation_id="payout_requests_cancel",
+        parameters=[PAYOUT_ID],
         request=None,
         responses={
             200: OpenApiResponse(PayoutSerializer, description="Canceled."),
-            400: _problem(
+            (400, PROBLEM_CONTENT_TYPE): _problem(
                 "The payout is already PAID, FAILED or CANCELED.",
                 _example(
                     "Not cancelable",
@@ -193,23 +229,31 @@ class PayoutRequestViewSet(viewsets.ViewSet):
                     payout_status="PAID",
                 ),
             ),
-            401: UNAUTHORIZED,
-            404: NOT_FOUND,
+            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            (404, PROBLEM_CONTENT_TYPE): NOT_FOUND,
         },
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, id: str) -> Response:
-        payout = payout_get(client=request.user, payout_id=id)
+        payout = payout_get(client=request_client(request), payout_id=id)
         payout = payout_cancel(payout=payout, actor=EventActor.API, reason="canceled via API")
         return Response(PayoutSerializer(payout).data)
 
     @extend_schema(
         summary="A payout's status history, oldest first",
+        operation_id="payout_requests_events",
+        parameters=[PAYOUT_ID],
         responses={
-            200: inline_serializer("PayoutEventList", {"results": PayoutEventSerializer(many=True)}),
-            401: UNAUTHORIZED, 404: NOT_FOUND},
+            200: inline_serializer(
+                "PayoutEventList", {"results": PayoutEventSerializer(many=True)}
+            ),
+            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            (404, PROBLEM_CONTENT_TYPE): NOT_FOUND,
+        },
     )
     @action(detail=True, methods=["get"])
     def events(self, request: Request, id: str) -> Response:
-        payout = payout_get(client=request.user, payout_id=id)
-        return Response({"results": PayoutEventSerializer(payout_events(payout=payout), many=True).data})
+        payout = payout_get(client=request_client(request), payout_id=id)
+        return Response(
+            {"results": PayoutEventSerializer(payout_events(payout=payout), many=True).data}
+        )

@@ -71,9 +71,12 @@ class SandboxProvider:
                 "provider_unavailable", "The provider answered HTTP 503 Service Unavailable."
             )
 
+        outcome: PayoutResult
         if test_case and test_case["decline"]:
             code = test_case["decline"]
-            outcome = PayoutDeclined(code, DECLINE_REASONS.get(code, f"Declined by the bank ({code})."))
+            outcome = PayoutDeclined(
+                code, DECLINE_REASONS.get(code, f"Declined by the bank ({code}).")
+            )
         elif not test_case and random.random() < self.failure_rate:
             code = random.choice(RANDOM_DECLINE_CODES)
             outcome = PayoutDeclined(code, DECLINE_REASONS[code])

@@ -28,7 +28,9 @@ class Command(BaseCommand):
                 else (ApiClient.objects.create(name=name), True)
             )
         except IntegrityError:
-            raise CommandError(f"API client {name!r} exists; pass --existing-ok to add a key.") from None
+            raise CommandError(
+                f"API client {name!r} exists; pass --existing-ok to add a key."
+            ) from None
         _, key = ApiKey.objects.create_key(name=f"{name} key", client=client)
         self.stderr.write(
             f"{'Created' if created else 'Found'} API client {name!r} (id {client.pk}). "

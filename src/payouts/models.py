@@ -56,9 +56,9 @@ class PayoutRequest(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     client = models.ForeignKey(ApiClient, on_delete=models.PROTECT, related_name="payouts")
     client_reference = models.CharField(max_length=64)
-    # Four decimal places hold every accepted currency's minor unit; money.py enforces the
-    # currency's own exponent.
-    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    # Three decimal places hold every payable currency's minor unit (KWD, BHD...); money.py
+    # enforces the currency's own exponent and the upper bound (10^12).
+    amount = models.DecimalField(max_digits=16, decimal_places=3)
     currency = models.CharField(max_length=3)
     destination = models.CharField(max_length=255)
     metadata = models.JSONField(default=dict, blank=True)
@@ -147,7 +147,7 @@ class SandboxLedgerEntry(models.Model):
     """
 
     idempotency_key = models.CharField(max_length=64, unique=True)
-    amount = models.DecimalField(max_digits=19, decimal_places=4)
+    amount = models.DecimalField(max_digits=16, decimal_places=3)
     currency = models.CharField(max_length=3)
     destination = models.CharField(max_length=255)
     calls = models.PositiveIntegerField(default=0)

@@ -16,7 +16,8 @@ REPO_DIR = BASE_DIR.parent
 
 
 def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    """The variable's value; unset and empty both mean the default (as in compose files)."""
+    return os.environ.get(name) or default
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -74,6 +75,9 @@ if PRODUCTION:
     CSRF_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    # TLS usually ends at the load balancer; turn these on once it sends X-Forwarded-Proto.
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -124,7 +128,7 @@ LOCAL_DATA_DIR = Path(env_str("PAYOUTS_LOCAL_DATA_DIR", str(REPO_DIR / ".local")
 # Persistent connections: opening a PostgreSQL connection per request costs ~10 ms.
 DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 600)
 
-if os.environ.get("DATABASE_URL"):
+if env_str("DATABASE_URL", ""):
     DATABASES = {
         "default": dj_database_url.parse(
             os.environ["DATABASE_URL"],
@@ -288,3 +292,4 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": PAYOUTS_SWEEP_INTERVAL_SECONDS},
     },
 }
+TEST_RUNNER = "config.test_runner.PayoutsTestRunner"

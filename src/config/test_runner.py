@@ -1,5 +1,6 @@
-"""The project's test runner: Django's DiscoverRunner plus two things.
+"""The project's test runner: Django's DiscoverRunner plus three things.
 
+- Without test labels it discovers the tests under src/, from any working directory.
 - With no CELERY_BROKER_URL in the environment, Celery uses its in-memory transport for the run,
   so `python src/manage.py test` needs no servers (tests that need a real broker skip themselves).
 - It ends with one plain summary line, `N passed, N failed, N skipped`, for people and CI logs.
@@ -14,36 +15,55 @@ from typing import Any
 from django.conf import settings
 from django.test.runner import DiscoverRunner
 
-IN_MEMORY_BROKER = "memory://"
+IN_MEMORY_BROKER = "memory://localhost/"
 
 
 class PayoutsTestRunner(DiscoverRunner):
+    _last_result: unittest.TestResult | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Discover from src/ whatever the working directory (`python src/manage.py test` is run
+        # from the repository root, where unittest would find no packages).
+        if self.top_level is None:
+            self.top_level = str(settings.BASE_DIR)
+
+    def build_suite(self, test_labels: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return super().build_suite(test_labels or [str(settings.BASE_DIR)], *args, **kwargs)
+
     def setup_test_environment(self, **kwargs: Any) -> None:
         super().setup_test_environment(**kwargs)
         if not os.environ.get("CELERY_BROKER_URL"):
             from config.celery import app
 
             settings.CELERY_BROKER_URL = IN_MEMORY_BROKER
-            app.conf.broker_url = IN_MEMORY_BROKER
+            app.conf.update(broker_url=IN_MEMORY_BROKER)
             if self.verbosity >= 1:
                 print("CELERY_BROKER_URL is not set: using Celery's in-memory broker.")
 
-    def run_suite(self, suite: unittest.TestSuite, **kwargs: Any) -> unittest.TestResult:
+    def run_suite(self, suite: unittest.TestSuite, **kwargs: Any) -> Any:
         result = super().run_suite(suite, **kwargs)
         self._last_result = result
         return result
 
     def run_tests(self, test_labels: Any, **kwargs: Any) -> int:
-        self._last_result: unittest.TestResult | None = None
-        failures = super().run_tests(test_labels, **kwargs)
-        result = self._last_result
+        self._last_result = None
+        try:
+            failures = super().run_tests(test_labels, **kwargs)
+        except BaseException:
+            # Setup failed (database, import error, Ctrl-C): still end with the summary line.
+            print(self._summary(self._last_result, 1), flush=True)
+            raise
+        print(self._summary(self._last_result, failures), flush=True)
+        return failures
+
+    @staticmethod
+    def _summary(result: unittest.TestResult | None, failures: int) -> str:
         if result is not None:
             failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
             skipped = len(result.skipped)
-            passed = max(result.testsRun - failed - skipped - len(result.expectedFailures), 0)
-            passed += len(result.expectedFailures)
+            passed = max(result.testsRun - failed - skipped, 0)  # expected failures pass
         else:
             # The run stopped before any test ran (e.g. a system check or database error).
             passed, failed, skipped = 0, max(failures, 1), 0
-        print(f"\n{passed} passed, {failed} failed, {skipped} skipped", flush=True)
-        return failures
+        return f"\n{passed} passed, {failed} failed, {skipped} skipped"

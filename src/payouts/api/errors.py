@@ -11,13 +11,14 @@ Every error body has the same shape::
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from ..selectors import PayoutNotFound
+from .parsers import RequestTooLarge
 from ..services import ClientReferenceConflict, PayoutNotCancelable
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,10 @@ def _problem_for(exc: Exception) -> tuple[int, dict[str, Any]] | None:
             payout_id=str(exc.existing.pk),
             conflicting_fields=exc.fields,
         )
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses to buffer bodies over DATA_UPLOAD_MAX_MEMORY_SIZE before our parser's
+        # own (smaller) cap can see them; the client's mistake is the same.
+        exc = RequestTooLarge()
     if isinstance(exc, Http404):
         return 404, problem(404, "not_found", "Not found.")
     if isinstance(exc, PermissionDenied):

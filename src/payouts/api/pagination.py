@@ -1,5 +1,8 @@
+import binascii
+from base64 import b64decode
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import Cursor, CursorPagination
@@ -14,10 +17,28 @@ class PayoutCursorPagination(CursorPagination):
     max_page_size = 200
 
     def decode_cursor(self, request: Any) -> Cursor | None:
+        """DRF's decoding, made strict: a cursor we did not issue is a 400 `invalid_cursor`.
+
+        DRF answers a malformed cursor with 404, silently drops non-base64 characters, and
+        passes any position string on to the database, which fails on a non-timestamp.
+        """
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is None:
+            return None
         try:
-            return super().decode_cursor(request)
-        except NotFound:
-            # DRF answers a tampered cursor with 404; it is a bad query parameter.
+            b64decode(encoded.encode("ascii"), validate=True)
+            cursor = super().decode_cursor(request)
+        except (NotFound, UnicodeError, binascii.Error):
+            cursor = None
+        if cursor is None or (cursor.position is not None and not _is_datetime(cursor.position)):
             raise serializers.ValidationError(
                 {"cursor": [serializers.ErrorDetail("Invalid cursor.", code="invalid_cursor")]}
-            ) from None
+            )
+        return cursor
+
+
+def _is_datetime(value: str) -> bool:
+    try:
+        return parse_datetime(value) is not None
+    except ValueError:
+        return False

@@ -1,0 +1,47 @@
+"""Gunicorn settings, loaded automatically when gunicorn runs with src/ as its working directory.
+
+Every value can be overridden by the environment (HOST, PORT, WEB_CONCURRENCY, ...) or on the
+command line. Sync workers: the API does short database work per request and settings keep
+database connections open between requests (DATABASE_CONN_MAX_AGE).
+"""
+
+import multiprocessing
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '8000'}"
+
+# Gunicorn's classic 2 * cores + 1, capped: more sync workers than that only add memory and
+# database connections.
+workers = _env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9))
+worker_class = "sync"
+
+# A request must finish in this time or its worker is replaced; a graceful stop (SIGTERM) lets
+# in-flight requests finish for up to graceful_timeout seconds.
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
+
+# Recycle workers now and then so a slow leak cannot grow forever; jitter keeps them from all
+# restarting at once.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+
+# Logs go to stdout/stderr, where the process supervisor (make run, Docker) collects them.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Gunicorn's runtime control socket (gunicornc) defaults to one fixed path per user, which two
+# instances on a machine (or a read-only home in a container) would fight over: off unless a
+# path is given.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
+if not control_socket:
+    del control_socket

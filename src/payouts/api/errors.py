@@ -18,8 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from ..selectors import PayoutNotFound
-from .parsers import RequestTooLarge
 from ..services import ClientReferenceConflict, PayoutNotCancelable
+from .parsers import RequestTooLarge
 
 logger = logging.getLogger(__name__)
 

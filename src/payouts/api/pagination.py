@@ -37,8 +37,8 @@ class PayoutCursorPagination(CursorPagination):
         return cursor
 
 
-def _is_datetime(value: str) -> bool:
+def _is_datetime(value: object) -> bool:
     try:
-        return parse_datetime(value) is not None
+        return isinstance(value, str) and parse_datetime(value) is not None
     except ValueError:
         return False

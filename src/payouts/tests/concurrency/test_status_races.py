@@ -1,0 +1,182 @@
+"""Concurrent status moves on one payout, on PostgreSQL: compare-and-set leaves one winner."""
+
+import logging
+import uuid
+from decimal import Decimal
+from typing import Any
+from unittest import mock
+
+from django.test import TransactionTestCase
+
+from payouts import services
+from payouts.models import (
+    FINAL_STATUSES,
+    ApiClient,
+    EventActor,
+    PayoutEvent,
+    PayoutRequest,
+    PayoutStatus,
+    SandboxLedgerEntry,
+    SandboxOutcome,
+)
+from payouts.providers import SandboxProvider
+from payouts.transitions import transition
+
+from .support import CountingEnqueue, requires_postgresql, run_concurrently
+
+S = PayoutStatus
+ROUNDS = 50
+
+
+def sandbox(latency_ms: int = 0) -> SandboxProvider:
+    return SandboxProvider(latency_ms=latency_ms, failure_rate=0.0, timeout_seconds=5)
+
+
+@requires_postgresql
+class ConcurrentStatusMoveTests(TransactionTestCase):
+    def setUp(self) -> None:
+        self.merchant = ApiClient.objects.create(name="racing merchant")
+        self.enqueued = CountingEnqueue()
+        patcher = mock.patch("payouts.tasks.process_payout.apply_async", new=self.enqueued)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        # Losing duplicates log "provider said PAID after it became PAID" by design.
+        logging.disable(logging.WARNING)
+        self.addCleanup(logging.disable, logging.NOTSET)
+
+    def new_payout(self, reference: str) -> uuid.UUID:
+        return services.payout_create(
+            client=self.merchant,
+            client_reference=reference,
+            amount=Decimal("10.00"),
+            currency="RUB",
+            destination="sandbox:success",
+            metadata={},
+        ).payout.pk
+
+    def processing_payout(self, reference: str) -> uuid.UUID:
+        payout_id = self.new_payout(reference)
+        self.assertEqual(transition(payout_id, to=S.PROCESSING, actor=EventActor.WORKER), S.NEW)
+        return payout_id
+
+    def final_events(self, payout_id: uuid.UUID) -> list[tuple[str, str]]:
+        return list(
+            PayoutEvent.objects.filter(
+                payout_id=payout_id, applied=True, to_status__in=FINAL_STATUSES
+            ).values_list("to_status", "actor")
+        )
+
+    def test_cancel_racing_the_workers_outcome_has_exactly_one_winner_every_time(self) -> None:
+        wins: dict[str, int] = {}
+        for round_ in range(ROUNDS):
+            payout_id = self.processing_payout(f"cancel-race-{round_}")
+            outcome = S.PAID if round_ % 2 == 0 else S.FAILED
+            outcome_fields: dict[str, Any] = (
+                {"provider_reference": f"sbx_{round_}"}
+                if outcome == S.PAID
+                else {"failure_code": "insufficient_funds", "failure_reason": "Too low."}
+            )
+            moves: list[tuple[PayoutStatus, EventActor, dict[str, Any]]] = [
+                (S.CANCELED, EventActor.API, {}),
+                (outcome, EventActor.WORKER, outcome_fields),
+            ]
+
+            def move(index: int, payout_id: uuid.UUID = payout_id, moves: Any = moves) -> Any:
+                to, actor, fields = moves[index]
+                return transition(payout_id, to=to, actor=actor, reason="race", **fields)
+
+            results = run_concurrently(move, 2)
+
+            with self.subTest(round=round_):
+                self.assertEqual(sorted(map(str, results)), ["None", S.PROCESSING], results)
+                winner, actor, _ = moves[0] if results[0] else moves[1]
+                payout = PayoutRequest.objects.get(pk=payout_id)
+                self.assertEqual(payout.status, winner)
+                self.assertEqual(self.final_events(payout_id), [(winner, actor)])
+                self.assertIsNotNone(payout.processed_at)
+                self.assertIsNone(payout.lease_expires_at)
+                # The loser's fields were not written either.
+                if winner == S.CANCELED:
+                    self.assertEqual((payout.provider_reference, payout.failure_code), ("", ""))
+                elif winner == S.PAID:
+                    self.assertEqual(payout.provider_reference, f"sbx_{round_}")
+                else:
+                    self.assertEqual(payout.failure_code, "insufficient_funds")
+                wins[winner] = wins.get(winner, 0) + 1
+        self.assertEqual(sum(wins.values()), ROUNDS)
+
+    def test_workers_claiming_one_new_payout_at_once_have_exactly_one_winner(self) -> None:
+        for round_ in range(10):
+            payout_id = self.new_payout(f"claim-race-{round_}")
+
+            def claim(_: int, payout_id: uuid.UUID = payout_id) -> PayoutStatus | None:
+                return transition(
+                    payout_id, to=S.PROCESSING, actor=EventActor.WORKER, reason="claimed"
+                )
+
+            results = run_concurrently(claim, 8)
+
+            with self.subTest(round=round_):
+                self.assertEqual(sorted(map(str, results)), ["NEW"] + ["None"] * 7, results)
+                self.assertEqual(PayoutRequest.objects.get(pk=payout_id).status, S.PROCESSING)
+                self.assertEqual(
+                    PayoutEvent.objects.filter(payout_id=payout_id, to_status=S.PROCESSING).count(),
+                    1,
+                )
+
+    def test_cancel_racing_a_whole_processing_attempt_never_loses_the_cancel(self) -> None:
+        for round_ in range(30):
+            payout_id = self.new_payout(f"cancel-vs-attempt-{round_}")
+
+            def act(index: int, payout_id: uuid.UUID = payout_id) -> Any:
+                if index == 0:
+                    payout = PayoutRequest.objects.get(pk=payout_id)
+                    return services.payout_cancel(payout=payout, actor=EventActor.API).status
+                return services.payout_process(
+                    payout_id=payout_id, final_attempt=True, provider=sandbox()
+                )
+
+            canceled, processed = run_concurrently(act, 2)
+
+            with self.subTest(round=round_):
+                payout = PayoutRequest.objects.get(pk=payout_id)
+                entry = SandboxLedgerEntry.objects.filter(idempotency_key=str(payout_id)).first()
+                late = PayoutEvent.objects.filter(payout_id=payout_id, applied=False)
+                self.assertEqual(len(self.final_events(payout_id)), 1)
+                self.assertEqual(processed, payout.status)
+                if isinstance(canceled, services.PayoutNotCancelable):
+                    # The worker finished first: PAID, and the cancel changed nothing.
+                    self.assertEqual(payout.status, S.PAID)
+                    self.assertEqual(payout.provider_reference, entry.reference if entry else None)
+                    self.assertFalse(late.exists())
+                else:
+                    self.assertEqual(canceled, S.CANCELED)
+                    self.assertEqual(payout.status, S.CANCELED)
+                    self.assertEqual(payout.provider_reference, "")
+                    # If the provider executed it anyway, the history says so, unapplied.
+                    executed = entry is not None and entry.outcome == SandboxOutcome.PAID
+                    self.assertEqual(late.count(), 1 if executed else 0)
+                    if executed:
+                        self.assertEqual(late.get().to_status, S.PAID)
+
+    def test_duplicate_processing_attempts_at_once_execute_the_payout_once(self) -> None:
+        for round_ in range(5):
+            payout_id = self.new_payout(f"duplicate-attempts-{round_}")
+
+            def attempt(_: int, payout_id: uuid.UUID = payout_id) -> PayoutStatus | None:
+                return services.payout_process(
+                    payout_id=payout_id, final_attempt=True, provider=sandbox(latency_ms=20)
+                )
+
+            results = run_concurrently(attempt, 8)
+
+            with self.subTest(round=round_):
+                self.assertEqual(results, [S.PAID] * 8)
+                payout = PayoutRequest.objects.get(pk=payout_id)
+                entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout_id))
+                self.assertEqual(entry.outcome, SandboxOutcome.PAID)
+                self.assertLessEqual(entry.calls, 8)
+                self.assertEqual(payout.provider_reference, entry.reference)
+                applied = PayoutEvent.objects.filter(payout_id=payout_id, applied=True)
+                self.assertEqual(applied.filter(to_status=S.PROCESSING).count(), 1)
+                self.assertEqual(self.final_events(payout_id), [(S.PAID, "worker")])

@@ -1,0 +1,59 @@
+"""The sandbox provider's documented deterministic test destinations."""
+
+from django.test import SimpleTestCase
+
+from payouts.providers.sandbox import DECLINE_REASONS, TEST_DESTINATION
+
+
+class TestDestinationPatternTests(SimpleTestCase):
+    def test_success_destination_is_recognised(self) -> None:
+        match = TEST_DESTINATION.fullmatch("sandbox:success")
+        assert match is not None
+        self.assertEqual(match["success"], "success")
+
+    def test_decline_destination_carries_its_code(self) -> None:
+        for code in ("insufficient_funds", "account_closed", "x", "a" * 64, "code_9"):
+            with self.subTest(code=code):
+                match = TEST_DESTINATION.fullmatch(f"sandbox:decline:{code}")
+                assert match is not None
+                self.assertEqual(match["decline"], code)
+
+    def test_transient_destination_carries_its_count(self) -> None:
+        for count in ("0", "1", "3", "999"):
+            with self.subTest(count=count):
+                match = TEST_DESTINATION.fullmatch(f"sandbox:transient:{count}")
+                assert match is not None
+                self.assertEqual(match["transient"], count)
+
+    def test_hang_destination_is_recognised(self) -> None:
+        match = TEST_DESTINATION.fullmatch("sandbox:hang")
+        assert match is not None
+        self.assertEqual(match["hang"], "hang")
+
+    def test_other_destinations_are_ordinary_accounts(self) -> None:
+        for destination in (
+            "40817810099910004312",
+            "sandbox:",
+            "sandbox:succes",
+            "sandbox:success ",
+            " sandbox:success",
+            "SANDBOX:SUCCESS",
+            "sandbox:decline:",
+            "sandbox:decline:Insufficient",
+            "sandbox:decline:" + "a" * 65,
+            "sandbox:decline:a-b",
+            "sandbox:transient:",
+            "sandbox:transient:1000",
+            "sandbox:transient:-1",
+            "sandbox:transient:x",
+            "sandbox:hang:1",
+            "sandbox:success\n",
+        ):
+            with self.subTest(destination=destination):
+                self.assertIsNone(TEST_DESTINATION.fullmatch(destination))
+
+    def test_known_decline_codes_have_human_reasons(self) -> None:
+        self.assertIn("insufficient_funds", DECLINE_REASONS)
+        for code, reason in DECLINE_REASONS.items():
+            with self.subTest(code=code):
+                self.assertTrue(reason)

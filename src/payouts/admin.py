@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import money
 from .models import ApiClient, ApiKey, EventActor, PayoutEvent, PayoutRequest, SandboxLedgerEntry
@@ -114,6 +115,11 @@ class ApiClientAdmin(admin.ModelAdmin):
     list_filter = ("is_active",)
     search_fields = ("name",)
     inlines = (ApiKeyInline,)
+
+
+# The library registers its own concrete key model, which nothing here uses: keys belong to
+# API clients (ApiKey below).
+admin.site.unregister(LibraryAPIKey)
 
 
 @admin.register(ApiKey)

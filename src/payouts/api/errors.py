@@ -12,7 +12,8 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -142,7 +143,10 @@ def handler403(request: HttpRequest, exception: Exception | None = None) -> Json
     return _django_problem(403, "permission_denied", "You do not have permission for this.")
 
 
-def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/admin/"):
+        # People read the admin in a browser: keep Django's HTML page there.
+        return defaults.page_not_found(request, exception or Http404())
     return _django_problem(404, "not_found", "Not found.")
 
 

@@ -1,0 +1,121 @@
+"""The back office: staff see every payout, and the cancel action goes through the service."""
+
+from django.contrib.auth.models import User
+from django.test import TestCase
+
+from payouts import transitions
+from payouts.models import (
+    ApiClient,
+    ApiKey,
+    EventActor,
+    PayoutEvent,
+    PayoutRequest,
+    PayoutStatus,
+    SandboxLedgerEntry,
+)
+
+CHANGELIST = "/admin/payouts/payoutrequest/"
+
+
+class AdminTests(TestCase):
+    staff: User
+    merchant: ApiClient
+    new: PayoutRequest
+    paid: PayoutRequest
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.staff = User.objects.create_superuser("ops", "ops@example.com", "s3cret-pass!")
+        cls.merchant = ApiClient.objects.create(name="merchant-a")
+        cls.new = cls.payout("new-1")
+        cls.paid = cls.payout("paid-1")
+        for target in (PayoutStatus.PROCESSING, PayoutStatus.PAID):
+            transitions.transition(cls.paid.pk, to=target, actor=EventActor.WORKER)
+
+    @classmethod
+    def payout(cls, reference: str) -> PayoutRequest:
+        return PayoutRequest.objects.create(
+            client=cls.merchant,
+            client_reference=reference,
+            amount="10.50",
+            currency="KWD",
+            destination="sandbox:success",
+        )
+
+    def setUp(self) -> None:
+        self.client.force_login(self.staff)
+
+    def test_changelist_shows_every_payout_with_formatted_amounts(self) -> None:
+        response = self.client.get(CHANGELIST)
+        self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "new-1")
+        self.assertContains(response, "paid-1")
+        self.assertContains(response, "10.500")  # KWD has three minor-unit digits
+
+    def test_changelist_filters_and_search_work(self) -> None:
+        response = self.client.get(CHANGELIST, {"status__exact": "PAID", "q": "paid"})
+        self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "paid-1")
+        self.assertNotContains(response, "new-1")
+
+    def test_change_page_is_read_only_and_shows_the_history(self) -> None:
+        response = self.client.get(f"{CHANGELIST}{self.paid.pk}/change/")
+        self.assertEqual(response.status_code, 200)
+        self.assertNotContains(response, 'name="amount"')
+        self.assertNotContains(response, 'name="status"')
+        self.assertContains(response, "PROCESSING")  # the history inline
+
+    def test_payouts_cannot_be_added_or_deleted_by_hand(self) -> None:
+        self.assertEqual(self.client.get(f"{CHANGELIST}add/").status_code, 403)
+        self.assertEqual(self.client.get(f"{CHANGELIST}{self.new.pk}/delete/").status_code, 403)
+
+    def test_cancel_action_cancels_what_it_can_and_reports_the_rest(self) -> None:
+        response = self.client.post(
+            CHANGELIST,
+            {"action": "cancel_payouts", "_selected_action": [self.new.pk, self.paid.pk]},
+            follow=True,
+        )
+        self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "Canceled 1 payout(s).")
+        self.assertContains(response, "Not canceled, already final: paid-1 (PAID).")
+        self.new.refresh_from_db()
+        self.paid.refresh_from_db()
+        self.assertEqual(self.new.status, PayoutStatus.CANCELED)
+        self.assertEqual(self.paid.status, PayoutStatus.PAID)
+        event = PayoutEvent.objects.get(payout=self.new, to_status=PayoutStatus.CANCELED)
+        self.assertEqual(event.actor, EventActor.ADMIN)
+        self.assertIn("ops", event.reason)
+
+    def test_the_librarys_unused_key_model_is_not_offered(self) -> None:
+        self.assertEqual(self.client.get("/admin/rest_framework_api_key/apikey/").status_code, 404)
+
+    def test_api_clients_keys_and_ledger_pages_render(self) -> None:
+        ApiKey.objects.create_key(name="k", client=self.merchant)
+        SandboxLedgerEntry.objects.create(
+            idempotency_key=str(self.paid.pk), amount="10.5", currency="KWD", destination="x"
+        )
+        for url in (
+            "/admin/payouts/apiclient/",
+            f"/admin/payouts/apiclient/{self.merchant.pk}/change/",
+            "/admin/payouts/apikey/",
+            "/admin/payouts/apikey/add/",
+            "/admin/payouts/sandboxledgerentry/",
+        ):
+            with self.subTest(url=url):
+                self.assertEqual(self.client.get(url).status_code, 200)
+
+    def test_creating_a_key_in_the_admin_shows_it_once(self) -> None:
+        response = self.client.post(
+            "/admin/payouts/apikey/add/",
+            {
+                "name": "from-admin",
+                "client": self.merchant.pk,
+                "expiry_date_0": "",
+                "expiry_date_1": "",
+            },
+            follow=True,
+        )
+        self.assertEqual(response.status_code, 200)
+        api_key = ApiKey.objects.get(name="from-admin")
+        self.assertEqual(api_key.client, self.merchant)
+        self.assertContains(response, api_key.prefix)

@@ -174,9 +174,9 @@ USE_TZ = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(LOCAL_DATA_DIR / "static")))
-# Serve admin and Swagger UI assets straight from the installed apps when they were not
-# collected (make run); the Docker image runs collectstatic at build time.
+# Where collectstatic puts the admin and Swagger UI assets (the Docker image sets it and collects
+# at build time). Unset, whitenoise serves them straight from the installed apps (make run).
+STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", "") or None
 WHITENOISE_USE_FINDERS = True
 
 # --- Logging ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import uuid
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from .providers import ProviderTransientError
 from .services import payout_process, payouts_recover_stale
@@ -17,7 +18,9 @@ def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:
         status = payout_process(
             payout_id=uuid.UUID(payout_id), final_attempt=final_attempt, recovered=recovered
         )
-    except ProviderTransientError as exc:
+    except (ProviderTransientError, OperationalError, InterfaceError) as exc:
+        # The provider or our own database is briefly unavailable: try again later. (Once
+        # retries run out, a payout left PROCESSING is re-queued by the recovery sweep.)
         countdown = get_exponential_backoff_interval(
             factor=settings.PAYOUTS_RETRY_BACKOFF_SECONDS,
             retries=self.request.retries,

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
@@ -36,6 +37,7 @@ TITLES = {
     409: "Conflict",
     413: "Request too large",
     415: "Unsupported media type",
+    503: "Service unavailable",
     429: "Too many requests",
     500: "Internal server error",
 }
@@ -97,6 +99,13 @@ def _problem_for(exc: Exception) -> tuple[int, dict[str, Any]] | None:
         # Django refuses to buffer bodies over DATA_UPLOAD_MAX_MEMORY_SIZE before our parser's
         # own (smaller) cap can see them; the client's mistake is the same.
         exc = RequestTooLarge()
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable or restarting: nothing was stored, the client may retry
+        # (creation is idempotent by client_reference).
+        logger.error("database unavailable: %s", exc)
+        return 503, problem(
+            503, "service_unavailable", "The service is briefly unavailable; retry shortly."
+        )
     if isinstance(exc, Http404):
         return 404, problem(404, "not_found", "Not found.")
     if isinstance(exc, PermissionDenied):
@@ -123,6 +132,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             headers["WWW-Authenticate"] = auth_header
         if wait := getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(wait))
+    if http_status == 503:
+        headers["Retry-After"] = "1"
     set_rollback()
     return Response(body, status=http_status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
 

@@ -57,6 +57,20 @@ UNAUTHORIZED = _problem(
         "Unauthorized", "not_authenticated", 401, "Authentication credentials were not provided."
     ),
 )
+UNAVAILABLE = _problem(
+    "The database is briefly unavailable; nothing was stored. Retry (creation is idempotent).",
+    _example(
+        "Service unavailable",
+        "service_unavailable",
+        503,
+        "The service is briefly unavailable; retry shortly.",
+    ),
+)
+# Every endpoint can answer these.
+COMMON_ERRORS = {
+    (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+    (503, PROBLEM_CONTENT_TYPE): UNAVAILABLE,
+}
 NOT_FOUND = _problem(
     "Unknown id, not a UUID, or another client's payout.",
     _example("Not found", "not_found", 404, "No such payout request."),
@@ -120,7 +134,7 @@ CREATE_EXAMPLE = OpenApiExample(
         responses={
             200: PayoutSerializer(many=True),
             (400, PROBLEM_CONTENT_TYPE): VALIDATION,
-            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            **COMMON_ERRORS,
         },
     ),
 )
@@ -145,7 +159,7 @@ class PayoutRequestViewSet(viewsets.ViewSet):
                 ),
             ),
             (400, PROBLEM_CONTENT_TYPE): VALIDATION,
-            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            **COMMON_ERRORS,
             (409, PROBLEM_CONTENT_TYPE): _problem(
                 "The client_reference exists with a different amount, currency, destination "
                 "or metadata.",
@@ -202,7 +216,7 @@ class PayoutRequestViewSet(viewsets.ViewSet):
         parameters=[PAYOUT_ID],
         responses={
             200: PayoutSerializer,
-            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            **COMMON_ERRORS,
             (404, PROBLEM_CONTENT_TYPE): NOT_FOUND,
             (405, PROBLEM_CONTENT_TYPE): METHOD_NOT_ALLOWED,
         },
@@ -229,7 +243,7 @@ class PayoutRequestViewSet(viewsets.ViewSet):
                     payout_status="PAID",
                 ),
             ),
-            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            **COMMON_ERRORS,
             (404, PROBLEM_CONTENT_TYPE): NOT_FOUND,
         },
     )
@@ -247,7 +261,7 @@ class PayoutRequestViewSet(viewsets.ViewSet):
             200: inline_serializer(
                 "PayoutEventList", {"results": PayoutEventSerializer(many=True)}
             ),
-            (401, PROBLEM_CONTENT_TYPE): UNAUTHORIZED,
+            **COMMON_ERRORS,
             (404, PROBLEM_CONTENT_TYPE): NOT_FOUND,
         },
     )

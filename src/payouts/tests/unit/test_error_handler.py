@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.db import OperationalError
 from django.http import Http404
 from django.test import SimpleTestCase
 from rest_framework import exceptions
@@ -121,3 +122,10 @@ class ExceptionHandlerTests(SimpleTestCase):
 
     def test_unknown_exceptions_are_left_to_propagate(self) -> None:
         self.assertIsNone(exception_handler(RuntimeError("boom"), {}))
+
+    def test_an_unreachable_database_is_503_with_retry_after(self) -> None:
+        with self.assertLogs("payouts.api.errors", "ERROR"):
+            response = self.handle(OperationalError("connection refused"))
+        self.assertEqual(response.status_code, 503)
+        self.assertEqual(response["Retry-After"], "1")
+        self.assertEqual(response.data["code"], "service_unavailable")

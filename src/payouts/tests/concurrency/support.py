@@ -4,8 +4,12 @@ import threading
 import unittest
 from collections.abc import Callable
 from typing import TypeVar
+from unittest import mock
 
 from django.db import connection
+from django.test import TransactionTestCase
+
+from payouts.models import ApiClient
 
 T = TypeVar("T")
 
@@ -62,3 +66,15 @@ class CountingEnqueue:
 
     def count(self, payout_id: object) -> int:
         return self.calls.count(str(payout_id))
+
+
+@requires_postgresql
+class ConcurrencyTestCase(TransactionTestCase):
+    """Threads racing on PostgreSQL for one merchant; no worker runs, so publishes are counted."""
+
+    def setUp(self) -> None:
+        self.merchant = ApiClient.objects.create(name="racing merchant")
+        self.enqueued = CountingEnqueue()
+        patcher = mock.patch("payouts.tasks.process_payout.apply_async", new=self.enqueued)
+        patcher.start()
+        self.addCleanup(patcher.stop)

@@ -2,15 +2,13 @@
 
 from decimal import Decimal
 from typing import Any
-from unittest import mock
 
-from django.test import TransactionTestCase
 from rest_framework.test import APIClient
 
 from payouts import services
-from payouts.models import ApiClient, ApiKey, PayoutEvent, PayoutRequest
+from payouts.models import ApiKey, PayoutEvent, PayoutRequest
 
-from .support import CountingEnqueue, requires_postgresql, run_concurrently
+from .support import ConcurrencyTestCase, run_concurrently
 
 PAYOUT: dict[str, Any] = {
     "client_reference": "invoice-race",
@@ -21,16 +19,7 @@ PAYOUT: dict[str, Any] = {
 }
 
 
-@requires_postgresql
-class ConcurrentCreateTests(TransactionTestCase):
-    def setUp(self) -> None:
-        self.merchant = ApiClient.objects.create(name="racing merchant")
-        # No worker runs here: count what would have been queued after each commit.
-        self.enqueued = CountingEnqueue()
-        patcher = mock.patch("payouts.tasks.process_payout.apply_async", new=self.enqueued)
-        patcher.start()
-        self.addCleanup(patcher.stop)
-
+class ConcurrentCreateTests(ConcurrencyTestCase):
     def test_fifty_concurrent_identical_creates_store_one_payout_and_queue_it_once(self) -> None:
         results = run_concurrently(
             lambda _: services.payout_create(client=self.merchant, **PAYOUT), 50

@@ -3,27 +3,17 @@
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
-from unittest import mock
 
-from django.test import TransactionTestCase
 from django.utils import timezone
 
 from payouts import services
-from payouts.models import ApiClient, EventActor, PayoutRequest, PayoutStatus
+from payouts.models import EventActor, PayoutRequest, PayoutStatus
 from payouts.transitions import transition
 
-from .support import CountingEnqueue, requires_postgresql, run_concurrently
+from .support import ConcurrencyTestCase, run_concurrently
 
 
-@requires_postgresql
-class ConcurrentRecoverySweepTests(TransactionTestCase):
-    def setUp(self) -> None:
-        self.merchant = ApiClient.objects.create(name="sweeping merchant")
-        self.enqueued = CountingEnqueue()
-        patcher = mock.patch("payouts.tasks.process_payout.apply_async", new=self.enqueued)
-        patcher.start()
-        self.addCleanup(patcher.stop)
-
+class ConcurrentRecoverySweepTests(ConcurrencyTestCase):
     def payout(self, reference: str) -> PayoutRequest:
         return services.payout_create(
             client=self.merchant,

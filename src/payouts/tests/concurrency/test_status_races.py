@@ -4,14 +4,10 @@ import logging
 import uuid
 from decimal import Decimal
 from typing import Any
-from unittest import mock
-
-from django.test import TransactionTestCase
 
 from payouts import services
 from payouts.models import (
     FINAL_STATUSES,
-    ApiClient,
     EventActor,
     PayoutEvent,
     PayoutRequest,
@@ -22,7 +18,7 @@ from payouts.models import (
 from payouts.providers import SandboxProvider
 from payouts.transitions import transition
 
-from .support import CountingEnqueue, requires_postgresql, run_concurrently
+from .support import ConcurrencyTestCase, run_concurrently
 
 S = PayoutStatus
 ROUNDS = 50
@@ -32,15 +28,10 @@ def sandbox(latency_ms: int = 0) -> SandboxProvider:
     return SandboxProvider(latency_ms=latency_ms, failure_rate=0.0, timeout_seconds=5)
 
 
-@requires_postgresql
-class ConcurrentStatusMoveTests(TransactionTestCase):
+class ConcurrentStatusMoveTests(ConcurrencyTestCase):
     def setUp(self) -> None:
-        self.merchant = ApiClient.objects.create(name="racing merchant")
-        self.enqueued = CountingEnqueue()
-        patcher = mock.patch("payouts.tasks.process_payout.apply_async", new=self.enqueued)
-        patcher.start()
-        self.addCleanup(patcher.stop)
-        # Losing duplicates log "provider said PAID after it became PAID" by design.
+        super().setUp()
+        # An outcome arriving after a cancel logs a warning by design; the races make many.
         logging.disable(logging.WARNING)
         self.addCleanup(logging.disable, logging.NOTSET)
 

@@ -11,6 +11,12 @@ runs in its own session (the terminal's Ctrl-C reaches only this script), gets S
 main pid (Celery then does a warm shutdown and lets running tasks finish, gunicorn finishes
 in-flight requests), and only what is still alive after the grace period is SIGKILLed, process
 group and all.
+
+A child that dies on its own (OOM killer, kill -9, a crash) is restarted after a backoff, so the
+service stays up; one that keeps dying right after starting (port taken, broken config) makes the
+whole run stop with an error instead of looping forever. The private Redis keeps an append-only
+file in .local/redis and comes back on the same port, so queued tasks survive its restart and the
+API and worker keep their CELERY_BROKER_URL.
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ LOCAL_DIR = Path(os.environ.get("PAYOUTS_LOCAL_DATA_DIR") or REPO_DIR / ".local"
 PYTHON = sys.executable
 BIN_DIR = Path(PYTHON).parent
 GRACE_SECONDS = 20.0
+
+# Restart policy. A child that dies within STABLE_SECONDS of starting counts as a quick failure:
+# each one doubles the backoff (1, 2, 4, ... capped at 30 s) and MAX_QUICK_FAILURES of them in a
+# row mean it cannot start at all, so we give up. Running STABLE_SECONDS resets the count.
+RESTART_BACKOFF_SECONDS = 1.0
+RESTART_BACKOFF_MAX_SECONDS = 30.0
+STABLE_SECONDS = 10.0
+MAX_QUICK_FAILURES = 5
 
 _print_lock = threading.Lock()
 
@@ -111,6 +125,8 @@ class Child:
             start_new_session=True,  # own process group: Ctrl-C in the terminal skips it
         )
         self.pid = self.proc.pid
+        self.started_at = time.monotonic()
+        self.group_killed = False
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
 
@@ -126,6 +142,12 @@ class Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def describe_exit(self) -> str:
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
     def terminate(self) -> None:
         """Ask the main process (not its group) to stop gracefully."""
         if self.alive():
@@ -133,7 +155,14 @@ class Child:
                 os.kill(self.pid, signal.SIGTERM)
 
     def kill_group(self) -> None:
-        """SIGKILL whatever is left in the child's process group (pool workers included)."""
+        """SIGKILL whatever is left in the child's process group (pool workers included).
+
+        Only once: after the group is gone its id (our child's pid) may be reused by an unrelated
+        process, which a second killpg would hit.
+        """
+        if self.group_killed:
+            return
+        self.group_killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -141,12 +170,69 @@ class Child:
         self._reader.join(timeout=2)
 
 
+class Service:
+    """A command kept running: each run is a new Child, restarted with backoff when it dies."""
+
+    def __init__(
+        self, name: str, argv: list[str], cwd: Path, env: dict[str, str], ready_marker: str = ""
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.cwd = cwd
+        self.env = env
+        self.ready_marker = ready_marker
+        self.quick_failures = 0
+        self.restart_at: float | None = None  # set while waiting out the backoff
+        self.child = self._spawn()
+
+    def _spawn(self) -> Child:
+        return Child(self.name, self.argv, self.cwd, self.env, self.ready_marker)
+
+    def tend(self) -> None:
+        """Restart the child if it died (after the backoff); give up if it crash-loops."""
+        if self.restart_at is not None:
+            if time.monotonic() >= self.restart_at:
+                self.restart_at = None
+                say(f"run_local: restarting {self.name}")
+                self.child = self._spawn()
+        elif not self.child.alive():
+            self._schedule_restart()
+
+    def _schedule_restart(self) -> None:
+        uptime = time.monotonic() - self.child.started_at
+        # The main process is gone but its group may not be (a SIGKILLed prefork worker leaves
+        # its pool processes behind, gunicorn its workers holding the port): clear it first.
+        self.child.kill_group()
+        exit_text = f"{self.name} exited ({self.child.describe_exit()}) after {uptime:.1f} s"
+        self.quick_failures = self.quick_failures + 1 if uptime < STABLE_SECONDS else 0
+        if self.quick_failures >= MAX_QUICK_FAILURES:
+            fail(
+                f"{exit_text}; it died within {STABLE_SECONDS:.0f} s of starting "
+                f"{self.quick_failures} times in a row, giving up (see its output above)"
+            )
+        delay = min(
+            RESTART_BACKOFF_SECONDS * 2 ** max(self.quick_failures - 1, 0),
+            RESTART_BACKOFF_MAX_SECONDS,
+        )
+        say(f"run_local: {exit_text}; restarting in {delay:.0f} s")
+        self.restart_at = time.monotonic() + delay
+
+
 class Supervisor:
     def __init__(self) -> None:
-        self.children: list[Child] = []
-        self.redis: Child | None = None
+        self.services: list[Service] = []
+        self.redis: Service | None = None
         self.stopping = threading.Event()
         self.signal_count = 0
+
+    def all_services(self) -> list[Service]:
+        return [*([self.redis] if self.redis else []), *self.services]
+
+    def tend(self) -> None:
+        for service in self.all_services():
+            if self.stopping.is_set():
+                return  # a signal arrived: start nothing new, shutdown() takes over
+            service.tend()
 
     def on_signal(self, signum: int, _frame: object) -> None:
         self.signal_count += 1
@@ -154,9 +240,10 @@ class Supervisor:
             say(f"run_local: got {signal.Signals(signum).name}, stopping (again to force)...")
         else:
             say("run_local: forcing: killing everything now")
-            for child in [*self.children, *([self.redis] if self.redis else [])]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)
+            for service in self.all_services():
+                if not service.child.group_killed:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(service.child.pid, signal.SIGKILL)
         self.stopping.set()
 
     # -- broker ------------------------------------------------------------------------------
@@ -178,17 +265,21 @@ class Supervisor:
             binary,
             "--port", str(port),
             "--bind", "127.0.0.1",
+            # Tasks sit in Redis until a worker takes them: the append-only file (fsynced every
+            # second) lets a restarted Redis come back with them. No RDB snapshots.
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--dir", str(redis_dir),
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
-        self.redis = Child("redis", argv, REPO_DIR, env)
+        # A restart reuses argv, hence the same port and directory: the broker URL stays valid.
+        self.redis = Service("redis", argv, REPO_DIR, env)
         deadline = time.monotonic() + 10
         while not redis_pings(port):
-            if not self.redis.alive() or time.monotonic() > deadline:
-                self.redis.kill_group()
+            if not self.redis.child.alive() or time.monotonic() > deadline:
+                self.redis.child.kill_group()
                 fail(f"redis-server ({binary}) did not start on port {port}")
             time.sleep(0.05)
         say(f"run_local: Redis ({binary}) listening on 127.0.0.1:{port}")
@@ -196,20 +287,23 @@ class Supervisor:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def shutdown(self) -> None:
-        for child in self.children:
+        children = [service.child for service in self.services]
+        for child in children:
             child.terminate()
         deadline = time.monotonic() + GRACE_SECONDS
-        while any(c.alive() for c in self.children) and time.monotonic() < deadline:
+        while any(c.alive() for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for child in self.children:
+        for child in children:
             if child.alive():
                 say(f"run_local: {child.name} did not stop in {GRACE_SECONDS:.0f} s, killing it")
             child.kill_group()  # also reaps strays (e.g. orphaned pool processes)
+        # Redis last: the worker may still acknowledge tasks while it winds down.
         if self.redis is not None:
-            self.redis.terminate()
+            redis = self.redis.child
+            redis.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.redis.proc.wait(timeout=5)
-            self.redis.kill_group()
+                redis.proc.wait(timeout=5)
+            redis.kill_group()
         say("run_local: everything stopped")
 
 
@@ -318,30 +412,23 @@ def main() -> int:
         for name, argv, ready_marker in specs:
             if supervisor.stopping.is_set():
                 break
-            supervisor.children.append(Child(name, argv, SRC_DIR, env, ready_marker))
+            supervisor.services.append(Service(name, argv, SRC_DIR, env, ready_marker))
 
         # The banner goes last, after the start-up logs, once the API answers and the worker
         # is ready (or after a minute, so a slow start never hides it).
-        deadline = time.monotonic() + 60
-        while supervisor.children and not supervisor.stopping.is_set():
-            if can_connect(host, port) and all(c.ready.is_set() for c in supervisor.children):
-                say(banner(f"http://127.0.0.1:{port}", key, database, broker))
-                break
-            if any(not c.alive() for c in supervisor.children):
-                break  # reported by the loop below
-            if time.monotonic() > deadline:
-                say("run_local: still starting after 60 s; the API may not be reachable yet")
-                say(banner(f"http://127.0.0.1:{port}", key, database, broker))
-                break
-            time.sleep(0.2)
-
+        base_url = f"http://127.0.0.1:{port}"
+        banner_deadline: float | None = time.monotonic() + 60
         while not supervisor.stopping.wait(0.2):
-            for child in [*supervisor.children, *([supervisor.redis] if supervisor.redis else [])]:
-                if not child.alive():
-                    say(f"run_local: {child.name} exited (code {child.proc.returncode}); stopping")
-                    exit_code = 1
-                    supervisor.stopping.set()
-                    break
+            supervisor.tend()  # restarts what died; raises SystemExit on a crash loop
+            if banner_deadline is None:
+                continue
+            if all(s.child.ready.is_set() for s in supervisor.services) and can_connect(host, port):
+                say(banner(base_url, key, database, broker))
+                banner_deadline = None
+            elif time.monotonic() > banner_deadline:
+                say("run_local: still starting after 60 s; the API may not be reachable yet")
+                say(banner(base_url, key, database, broker))
+                banner_deadline = None
     except SystemExit as exc:
         exit_code = exc.code if isinstance(exc.code, int) else 1
     finally:

@@ -245,7 +245,7 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "payouts")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Provider calls spend their time waiting on the network: a thread pool overlaps them, so a 1 s
 # provider latency does not cap a worker at one payout per second per process. Threads ignore

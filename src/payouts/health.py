@@ -2,18 +2,21 @@
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
 
 from config.celery import app as celery_app
 
 
-@require_GET
+@csrf_exempt  # probes never post; without this a POST gets a CSRF page instead of a 405
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is up and serving; checks nothing else."""
     return JsonResponse({"status": "ok"})
 
 
-@require_GET
+@csrf_exempt
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     """The database and the broker answer; 503 with the failing check otherwise."""
     checks: dict[str, str] = {}

@@ -10,6 +10,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .models import ApiClient, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
@@ -135,7 +136,6 @@ def payout_cancel(*, payout: PayoutRequest, actor: EventActor, reason: str = "")
 def payout_process(
     *,
     payout_id: uuid.UUID,
-    final_attempt: bool,
     recovered: bool = False,
     provider: PayoutProvider | None = None,
 ) -> PayoutStatus | None:
@@ -143,11 +143,11 @@ def payout_process(
 
     Safe to run any number of times for the same payout (duplicate deliveries, retries): the
     claim and the outcome are compare-and-set moves, and the provider is keyed by payout id.
-    Raises ProviderTransientError when the attempt should be retried later (unless this is the
-    final attempt, which fails the payout). Returns the status the payout is left in.
+    Raises ProviderTransientError when the attempt should be retried later; the payout's
+    attempt after PAYOUTS_MAX_RETRIES retries fails it instead. Returns the status it is left in.
     """
     actor = EventActor.RECOVERY if recovered else EventActor.WORKER
-    lease = {"lease_expires_at": _lease_deadline()}
+    lease = {"lease_expires_at": _lease_deadline(), "attempts": F("attempts") + 1}
     if not transition(
         payout_id, to=PayoutStatus.PROCESSING, actor=actor, reason="claimed", **lease
     ):
@@ -157,6 +157,7 @@ def payout_process(
     if payout is None or payout.status != PayoutStatus.PROCESSING:
         # Canceled before we got to it, or finished by an earlier delivery: nothing to do.
         return PayoutStatus(payout.status) if payout else None
+    final_attempt = payout.attempts > settings.PAYOUTS_MAX_RETRIES
 
     provider = provider or get_provider()
     instruction = PayoutInstruction(

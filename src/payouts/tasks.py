@@ -11,13 +11,12 @@ from .providers import ProviderTransientError
 from .services import payout_process, payouts_recover_stale
 
 
-@shared_task(bind=True, max_retries=settings.PAYOUTS_MAX_RETRIES)
+# No max_retries: the retry budget is the payout's own (PAYOUTS_MAX_RETRIES, counted in
+# PayoutRequest.attempts), and payout_process stops raising once it is spent.
+@shared_task(bind=True, max_retries=None)
 def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:
-    final_attempt = self.request.retries >= self.max_retries
     try:
-        status = payout_process(
-            payout_id=uuid.UUID(payout_id), final_attempt=final_attempt, recovered=recovered
-        )
+        status = payout_process(payout_id=uuid.UUID(payout_id), recovered=recovered)
     except (ProviderTransientError, OperationalError, InterfaceError) as exc:
         # The provider or our own database is briefly unavailable: try again later. (Once
         # retries run out, a payout left PROCESSING is re-queued by the recovery sweep.)

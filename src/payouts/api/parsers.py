@@ -12,6 +12,12 @@ from rest_framework.parsers import JSONParser
 MAX_BODY_BYTES = 64 * 1024
 
 
+class LengthRequired(APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_detail = "Send the body with a Content-Length header (chunked bodies are not read)."
+    default_code = "length_required"
+
+
 class RequestTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = f"The request body exceeds {MAX_BODY_BYTES} bytes."

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -22,6 +23,7 @@ from ..services import payout_cancel, payout_create
 from .auth import request_client
 from .errors import PROBLEM_CONTENT_TYPE, TITLES
 from .pagination import PayoutCursorPagination
+from .parsers import LengthRequired
 from .serializers import (
     PayoutCreateSerializer,
     PayoutEventSerializer,
@@ -142,6 +144,14 @@ class PayoutRequestViewSet(viewsets.ViewSet):
     lookup_field = "id"
     pagination_class = PayoutCursorPagination
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # Django reads a body by its Content-Length only; a chunked body would look empty and
+        # fail validation with misleading "required" errors.
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not request.META.get("CONTENT_LENGTH"):
+            raise LengthRequired()
+
     @extend_schema(
         summary="Create a payout (idempotent by client_reference)",
         operation_id="payout_requests_create",
@@ -191,7 +201,9 @@ class PayoutRequestViewSet(viewsets.ViewSet):
         body = PayoutSerializer(result.payout).data
         if not result.created:
             return Response(body, status=status.HTTP_200_OK)
-        location = request.build_absolute_uri(f"{result.payout.pk}/")
+        # The canonical URL ends with a slash (the routes accept both forms).
+        detail = reverse("payout-request-detail", kwargs={"id": result.payout.pk})
+        location = request.build_absolute_uri(detail.rstrip("/") + "/")
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
 
     def list(self, request: Request) -> Response:

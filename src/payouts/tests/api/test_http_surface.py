@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.test import Client
 from rest_framework.test import APIClient
 
 from payouts.models import PayoutRequest, PayoutStatus
@@ -127,9 +128,20 @@ class ProbeAndDocsTests(ApiTestCase):
             self.assertEqual((response.status_code, body["status"]), (503, "unavailable"))
 
     def test_probes_only_answer_get(self) -> None:
+        # enforce_csrf_checks: as from a real client, where CSRF used to answer first (403).
+        client = Client(enforce_csrf_checks=True)
         for path in ("/healthz", "/readyz"):
             with self.subTest(path=path):
-                self.assertEqual(APIClient().post(path).status_code, 405)
+                self.assertEqual(client.post(path).status_code, 405)
+                self.assertEqual(client.head(path).status_code, APIClient().get(path).status_code)
+
+    def test_chunked_body_without_content_length_is_411(self) -> None:
+        response = self.client.generic(
+            "POST", LIST_URL, "", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked"
+        )
+        self.assertEqual(response.status_code, 411)
+        self.assertEqual(response.json()["code"], "length_required")
+        self.assertEqual(PayoutRequest.objects.count(), 0)
 
     def test_openapi_schema_is_served_without_auth(self) -> None:
         response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")

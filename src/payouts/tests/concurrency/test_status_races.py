@@ -123,9 +123,7 @@ class ConcurrentStatusMoveTests(ConcurrencyTestCase):
                 if index == 0:
                     payout = PayoutRequest.objects.get(pk=payout_id)
                     return services.payout_cancel(payout=payout, actor=EventActor.API).status
-                return services.payout_process(
-                    payout_id=payout_id, final_attempt=True, provider=sandbox()
-                )
+                return services.payout_process(payout_id=payout_id, provider=sandbox())
 
             canceled, processed = run_concurrently(act, 2)
 
@@ -155,9 +153,7 @@ class ConcurrentStatusMoveTests(ConcurrencyTestCase):
             payout_id = self.new_payout(f"duplicate-attempts-{round_}")
 
             def attempt(_: int, payout_id: uuid.UUID = payout_id) -> PayoutStatus | None:
-                return services.payout_process(
-                    payout_id=payout_id, final_attempt=True, provider=sandbox(latency_ms=20)
-                )
+                return services.payout_process(payout_id=payout_id, provider=sandbox(latency_ms=20))
 
             results = run_concurrently(attempt, 8)
 

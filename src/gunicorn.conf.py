@@ -1,8 +1,9 @@
 """Gunicorn settings, loaded automatically when gunicorn runs with src/ as its working directory.
 
 Every value can be overridden by the environment (HOST, PORT, WEB_CONCURRENCY, ...) or on the
-command line. Sync workers: the API does short database work per request and settings keep
-database connections open between requests (DATABASE_CONN_MAX_AGE).
+command line. Threaded workers: a few threads per process keep slow clients (or a slowloris) from
+pinning every worker, and serve keep-alive connections; settings keep one database connection
+open per thread (DATABASE_CONN_MAX_AGE).
 """
 
 import multiprocessing
@@ -16,10 +17,11 @@ def _env_int(name: str, default: int) -> int:
 
 bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '8000'}"
 
-# Gunicorn's classic 2 * cores + 1, capped: more sync workers than that only add memory and
+# Gunicorn's classic 2 * cores + 1, capped: more workers than that only add memory and
 # database connections.
 workers = _env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9))
-worker_class = "sync"
+worker_class = "gthread"
+threads = _env_int("GUNICORN_THREADS", 4)
 
 # A request must finish in this time or its worker is replaced; a graceful stop (SIGTERM) lets
 # in-flight requests finish for up to graceful_timeout seconds.

@@ -293,8 +293,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = int(PAYOUTS_PROVIDER_TIMEOUT_SECONDS) + 20
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 10
 if PAYOUTS_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT + PAYOUTS_RETRY_BACKOFF_MAX_SECONDS:
     raise ImproperlyConfigured(
-        "PAYOUTS_LEASE_SECONDS must exceed the task time limit plus "
-        "PAYOUTS_RETRY_BACKOFF_MAX_SECONDS, or live payouts would be re-queued."
+        f"PAYOUTS_LEASE_SECONDS={PAYOUTS_LEASE_SECONDS} must exceed the task time limit "
+        f"({CELERY_TASK_TIME_LIMIT} s, from PAYOUTS_PROVIDER_TIMEOUT_SECONDS) plus "
+        f"PAYOUTS_RETRY_BACKOFF_MAX_SECONDS={PAYOUTS_RETRY_BACKOFF_MAX_SECONDS}, "
+        "or payouts still being worked on would be re-queued."
     )
 
 CELERY_BEAT_SCHEDULE = {

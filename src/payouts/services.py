@@ -65,9 +65,13 @@ def payout_enqueue(payout_id: uuid.UUID, *, recovered: bool = False) -> None:
 
     try:
         process_payout.apply_async(args=(str(payout_id),), kwargs={"recovered": recovered})
-    except Exception:
+    except Exception as exc:
+        # One line, no traceback: during a broker outage every create lands here.
         logger.warning(
-            "could not queue payout %s; the recovery sweep will", payout_id, exc_info=True
+            "could not queue payout %s (%s: %s); the recovery sweep will",
+            payout_id,
+            type(exc).__name__,
+            exc,
         )
 
 

@@ -39,16 +39,38 @@ class StrictJSONParser(JSONParser):
         if len(body) > MAX_BODY_BYTES:
             raise RequestTooLarge()
         try:
-            data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-            # Lone surrogates ("\ud800") are valid JSON escapes but not encodable text.
-            json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+            data = json.loads(
+                body,
+                parse_float=Decimal,
+                parse_constant=_reject_constant,
+                object_pairs_hook=_reject_duplicate_keys,
+            )
         except RecursionError:
             raise ParseError("JSON parse error - the document is nested too deeply.") from None
-        except UnicodeError:
+        except UnicodeDecodeError:
             raise ParseError("JSON parse error - the document is not valid UTF-8 text.") from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+        try:
+            # Lone surrogates ("\ud800") are valid JSON escapes but not encodable text.
+            json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParseError(
+                "JSON parse error - a string contains an unpaired UTF-16 surrogate escape."
+            ) from None
+        except RecursionError:
+            raise ParseError("JSON parse error - the document is nested too deeply.") from None
         return data
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"amount": "1", "amount": "1000"}: which one did the client mean? Refuse to guess.
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        keys = [key for key, _ in pairs]
+        duplicate = next(key for index, key in enumerate(keys) if key in keys[:index])
+        raise ValueError(f"duplicate key {duplicate[:40]!r}")
+    return data
 
 
 def _reject_constant(name: str) -> Any:

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -17,6 +18,13 @@ METADATA_KEY_MAX_LENGTH = 40
 METADATA_VALUE_MAX_LENGTH = 500
 # Digits with at most one decimal point: no sign, exponent, spaces, NaN or Infinity.
 AMOUNT_TEXT = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
+
+
+# Three letters (checked against the ISO 4217 list afterwards); the pattern also documents the
+# field in the OpenAPI schema.
+CURRENCY_FORMAT = RegexValidator(
+    r"^[A-Za-z]{3}$", "Not a supported ISO 4217 currency code.", code="invalid_currency"
+)
 
 
 class StrictCharField(serializers.CharField):
@@ -100,7 +108,7 @@ class PayoutCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
     amount = AmountField(help_text="Decimal string with at most the currency's minor-unit digits.")
     currency = StrictCharField(
-        max_length=3, help_text="ISO 4217 alphabetic code, any case (rub -> RUB)."
+        validators=[CURRENCY_FORMAT], help_text="ISO 4217 alphabetic code, any case (rub -> RUB)."
     )
     destination = StrictCharField(
         max_length=255, trim_whitespace=False, help_text="Payout details, stored as given."
@@ -207,7 +215,9 @@ class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer
     status = serializers.CharField(
         required=False, help_text="One status or a comma list: NEW,PROCESSING"
     )
-    currency = serializers.CharField(required=False, max_length=3)
+    currency = serializers.CharField(
+        required=False, validators=[CURRENCY_FORMAT], help_text="ISO 4217 code, any case."
+    )
     client_reference = serializers.CharField(required=False, max_length=64, trim_whitespace=False)
     created_after = serializers.DateTimeField(required=False, help_text="Inclusive, ISO 8601.")
     created_before = serializers.DateTimeField(required=False, help_text="Exclusive, ISO 8601.")

@@ -118,21 +118,7 @@ CREATE_EXAMPLE = OpenApiExample(
         summary="List payouts",
         operation_id="payout_requests_list",
         description="Your payouts, newest first, cursor-paginated.",
-        parameters=[
-            OpenApiParameter(
-                "status", str, description="One status or a comma list, e.g. NEW,PROCESSING"
-            ),
-            OpenApiParameter("currency", str, description="ISO 4217 code, any case."),
-            OpenApiParameter("client_reference", str),
-            OpenApiParameter(
-                "created_after", OpenApiTypes.DATETIME, description="Inclusive ISO 8601 datetime."
-            ),
-            OpenApiParameter(
-                "created_before", OpenApiTypes.DATETIME, description="Exclusive ISO 8601 datetime."
-            ),
-            OpenApiParameter("limit", int, description="Page size, 1-200 (default 50)."),
-            OpenApiParameter("cursor", str, description="Opaque cursor from `next` or `previous`."),
-        ],
+        parameters=[PayoutListQuerySerializer],
         responses={
             200: PayoutSerializer(many=True),
             (400, PROBLEM_CONTENT_TYPE): VALIDATION,

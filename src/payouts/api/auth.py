@@ -25,7 +25,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer":
+        if scheme.lower() != self.keyword.lower():
             raise exceptions.AuthenticationFailed(
                 "Use the Authorization header 'Bearer <api key>'."
             )
@@ -43,7 +43,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         # Makes DRF answer 401 (with WWW-Authenticate) rather than 403 when no key was sent.
-        return 'Bearer realm="api"'
+        return f'{self.keyword} realm="api"'
 
 
 def request_client(request: Request) -> ApiClient:

@@ -4,7 +4,8 @@
 
 Each of --concurrency threads keeps one HTTP/1.1 connection open and sends requests back to
 back for --seconds; it prints requests/s and latency percentiles. Operations: create (a new
-client_reference each time), read (GET one payout), list (GET the first page).
+client_reference each time), read (GET one payout), list (GET the first page), and healthz
+(a plain Django view through the same server and middleware: the framework's floor).
 """
 
 import argparse
@@ -35,8 +36,10 @@ def worker(args: argparse.Namespace, op: str, deadline: float, payout_id: str, o
             method, path, expected = "POST", "/api/v1/payout-requests/", 201
         elif op == "read":
             body, method, path, expected = None, "GET", f"/api/v1/payout-requests/{payout_id}/", 200
-        else:
+        elif op == "list":
             body, method, path, expected = None, "GET", "/api/v1/payout-requests/?limit=50", 200
+        else:
+            body, method, path, expected = None, "GET", "/healthz", 200
         started = time.perf_counter()
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
@@ -52,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--key", required=True)
-    parser.add_argument("--op", choices=("create", "read", "list"), default="create")
+    parser.add_argument("--op", choices=("create", "read", "list", "healthz"), default="create")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()

@@ -4,8 +4,8 @@
 #
 #   scripts/test_services.sh bench/measure.sh
 #
-# Measures creates/s, reads/s and list pages/s over HTTP (bench/http_load.py, closed loop,
-# keep-alive) and how fast the worker drains payouts against a 1 s provider latency. The load
+# Measures the framework floor (/healthz), creates/s, reads/s and list pages/s over HTTP
+# (bench/http_load.py, closed loop, keep-alive) and how fast the worker drains payouts against a 1 s provider latency. The load
 # generator shares the machine's cores with the server: compare runs on the same machine only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ KEY=$($PY src/manage.py create_api_client "bench-$$" 2>/dev/null | tail -1)
 pids+=($!)
 sleep 3
 
-for op in read list create; do
+for op in healthz read list create; do
     [[ $op == read ]] && $PY bench/http_load.py --url http://127.0.0.1:$PORT --key "$KEY" --op create --seconds 1 >/dev/null
     $PY bench/http_load.py --url http://127.0.0.1:$PORT --key "$KEY" --op $op --seconds "$SECONDS_PER_OP"
 done

@@ -5,8 +5,9 @@
 #   scripts/test_services.sh bench/measure.sh
 #
 # Measures the framework floor (/healthz), creates/s, reads/s and list pages/s over HTTP
-# (bench/http_load.py, closed loop, keep-alive) and how fast the worker drains payouts against a 1 s provider latency. The load
-# generator shares the machine's cores with the server: compare runs on the same machine only.
+# (bench/http_load.py, closed loop, keep-alive) and how fast the worker drains payouts against a
+# 1 s provider latency. The load generator shares the machine's cores with the server: compare
+# runs on the same machine only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

@@ -23,8 +23,9 @@ workers = _env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9
 worker_class = "gthread"
 threads = _env_int("GUNICORN_THREADS", 4)
 
-# A request must finish in this time or its worker is replaced; a graceful stop (SIGTERM) lets
-# in-flight requests finish for up to graceful_timeout seconds.
+# A worker whose main loop stops answering for this long is replaced (with threaded workers a
+# single stuck request does not trigger it); a graceful stop (SIGTERM) lets in-flight requests
+# finish for up to graceful_timeout seconds.
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)

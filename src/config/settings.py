@@ -73,7 +73,9 @@ if PRODUCTION:
         )
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Only behind a proxy that sets X-Forwarded-Proto itself; otherwise clients could claim HTTPS.
+    if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
     # TLS usually ends at the load balancer; turn these on once it sends X-Forwarded-Proto.
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
@@ -128,14 +130,26 @@ LOCAL_DATA_DIR = Path(env_str("PAYOUTS_LOCAL_DATA_DIR", str(REPO_DIR / ".local")
 # Persistent connections: opening a PostgreSQL connection per request costs ~10 ms.
 DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 600)
 
+# PostgreSQL connections come from a psycopg pool per process. Persistent connections
+# (CONN_MAX_AGE) would not do for the worker: Celery closes Django's connections around every
+# task, and with a pool that close only hands the connection back.
+DATABASE_POOL = env_bool("DATABASE_POOL", True)
+# Per process; a process needs at most one per thread (gunicorn threads, worker threads).
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 32)
+
 if env_str("DATABASE_URL", ""):
-    DATABASES = {
-        "default": dj_database_url.parse(
-            os.environ["DATABASE_URL"],
-            conn_max_age=DATABASE_CONN_MAX_AGE,
-            conn_health_checks=True,
-        )
-    }
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+    # Health checks: hand out only live connections, so a database restart fails no requests.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASE_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": 10,
+        }
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
 else:
     # Embedded mode. Django's SQLite defaults (deferred transactions, rollback journal, 5 s
     # timeout) make concurrent writers from the API and the worker fail with "database is
@@ -177,7 +191,7 @@ STATIC_URL = "static/"
 # Where collectstatic puts the admin and Swagger UI assets (the Docker image sets it and collects
 # at build time). Unset, whitenoise serves them straight from the installed apps (make run).
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", "") or None
-WHITENOISE_USE_FINDERS = True
+WHITENOISE_USE_FINDERS = STATIC_ROOT is None
 
 # --- Logging ----------------------------------------------------------------------------------
 
@@ -205,7 +219,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["payouts.api.auth.IsApiClient"],
     "DEFAULT_PARSER_CLASSES": ["payouts.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "payouts.api.negotiation.JSONOnlyContentNegotiation",
     "EXCEPTION_HANDLER": "payouts.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -240,8 +253,10 @@ CELERY_TASK_IGNORE_RESULT = True
 # The queue the API publishes to and the worker consumes. The test runner gives each run its own,
 # so tests against a shared Redis never take (or purge) a live deployment's tasks.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "payouts")
-# A task is acknowledged only after it finished, and given back to the queue when the worker
-# process dies; prefetch 1 keeps a busy worker from hoarding messages others could run.
+# A task is acknowledged only after it finished: a worker that dies mid-task leaves its message
+# unacknowledged, and Redis hands it out again after the visibility timeout (the prefork pool
+# also rejects it at once when a child dies). Prefetch 1 keeps a busy worker from hoarding
+# messages others could run.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -53,6 +53,8 @@ class PayoutRequestAdmin(admin.ModelAdmin):
     readonly_fields = (
         "id",
         "client",
+        "attempts",
+        "lease_owner",
         "client_reference",
         "amount",
         "currency",
@@ -73,14 +75,24 @@ class PayoutRequestAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # payouts come in through the API, where idempotency is enforced
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Never save the form: Model.save() writes every column back, status included, and
+        # would undo a move the worker made meanwhile. Status changes go through services.
+        return False
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("payouts.change_payoutrequest")
 
     @admin.display(description="amount", ordering="amount")
     def formatted_amount(self, payout: PayoutRequest) -> str:
         return money.format_amount(payout.amount, payout.currency)
 
-    @admin.action(description="Cancel selected payouts (NEW or PROCESSING only)")
+    @admin.action(
+        description="Cancel selected payouts (NEW or PROCESSING only)", permissions=["cancel"]
+    )
     def cancel_payouts(self, request: HttpRequest, queryset: QuerySet[PayoutRequest]) -> None:
         canceled, refused = 0, []
         for payout in queryset:

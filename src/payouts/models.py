@@ -73,8 +73,11 @@ class PayoutRequest(models.Model):
     # While NEW or PROCESSING: when the recovery sweep may assume the payout was lost (task never
     # published, worker died) and queue it again. Cleared when the payout reaches a final status.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    # Processing attempts started, counted on the payout rather than on a task message so the
-    # retry budget survives worker restarts and sweep re-queues.
+    # The task delivery that holds the lease (a Celery task id): only it may work on a
+    # PROCESSING payout until the lease expires, so duplicate deliveries stand aside.
+    lease_owner = models.CharField(max_length=64, blank=True)
+    # Provider calls started, counted on the payout rather than on a task message so the retry
+    # budget survives worker restarts and sweep re-queues.
     attempts = models.PositiveIntegerField(default=0)
 
     class Meta:

@@ -46,11 +46,20 @@ def quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-exponent(currency))
 
 
-def has_valid_scale(amount: Decimal, currency: str) -> bool:
-    """True when the amount needs no more fraction digits than the currency has ("1.50" RUB)."""
-    return amount == amount.quantize(quantum(currency))
+def fits_minor_unit(amount: Decimal, currency: str) -> bool:
+    """True when the amount is written with at most the currency's minor-unit digits.
+
+    "1.50" and "1.5" RUB fit; "1.500" RUB and "100.0" JPY do not: a client that sends more
+    digits than the currency has is confused about the currency, so we ask rather than guess.
+    """
+    digits = amount.as_tuple().exponent
+    return isinstance(digits, int) and -digits <= exponent(currency)
 
 
 def format_amount(amount: Decimal, currency: str) -> str:
     """The amount with exactly the currency's minor-unit digits: '1500.00', '1500', '1.500'."""
+    if currency not in payable_currencies():
+        # Stored under a code a later release of the data package dropped (ZWL, CUC...): still
+        # readable, with the digits it has rather than a crash.
+        return f"{amount.normalize():f}"
     return f"{amount.quantize(quantum(currency)):f}"

@@ -5,11 +5,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import ApiClient, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
@@ -54,7 +55,9 @@ def _lease_deadline() -> datetime:
     return timezone.now() + timedelta(seconds=settings.PAYOUTS_LEASE_SECONDS)
 
 
-def payout_enqueue(payout_id: uuid.UUID, *, recovered: bool = False) -> None:
+def payout_enqueue(
+    payout_id: uuid.UUID, *, recovered: bool = False, task_id: str | None = None
+) -> None:
     """Publish the processing task; a broker outage is logged, never raised.
 
     Runs after commit: the payout is already stored, so failing here would turn a stored payout
@@ -63,7 +66,9 @@ def payout_enqueue(payout_id: uuid.UUID, *, recovered: bool = False) -> None:
     from .tasks import process_payout  # tasks import services: keep the cycle out of import time
 
     try:
-        process_payout.apply_async(args=(str(payout_id),), kwargs={"recovered": recovered})
+        process_payout.apply_async(
+            args=(str(payout_id),), kwargs={"recovered": recovered}, task_id=task_id
+        )
     except Exception as exc:
         # One line, no traceback: during a broker outage every create lands here.
         logger.warning(
@@ -139,26 +144,39 @@ def payout_cancel(*, payout: PayoutRequest, actor: EventActor, reason: str = "")
 def payout_process(
     *,
     payout_id: uuid.UUID,
+    attempt_id: str,
     recovered: bool = False,
     provider: PayoutProvider | None = None,
 ) -> PayoutStatus | None:
-    """One processing attempt: claim, call the provider, apply the outcome from PROCESSING only.
+    """One processing attempt: take the lease, call the provider, apply the outcome.
 
-    Safe to run any number of times for the same payout (duplicate deliveries, retries): the
-    claim and the outcome are compare-and-set moves, and the provider is keyed by payout id.
-    Raises ProviderTransientError when the attempt should be retried later; the payout's
-    attempt after PAYOUTS_MAX_RETRIES retries fails it instead. Returns the status it is left in.
+    `attempt_id` identifies the delivery (the Celery task id, which a retry keeps). Safe to run
+    any number of times for the same payout: the claim NEW -> PROCESSING and the lease takeover
+    are compare-and-set updates, so of concurrent deliveries only the lease holder calls the
+    provider (keyed by payout id) until its lease expires; the others return at once. Raises
+    ProviderTransientError when the attempt should be retried later; once the payout's
+    PAYOUTS_MAX_RETRIES retries are spent it fails instead. Returns the status it is left in.
     """
     actor = EventActor.RECOVERY if recovered else EventActor.WORKER
-    lease = {"lease_expires_at": _lease_deadline(), "attempts": F("attempts") + 1}
-    if not transition(
+    lease: dict[str, Any] = {
+        "lease_owner": attempt_id,
+        "lease_expires_at": _lease_deadline(),
+        "attempts": F("attempts") + 1,
+    }
+    claimed: object = transition(
         payout_id, to=PayoutStatus.PROCESSING, actor=actor, reason="claimed", **lease
-    ):
-        # Already PROCESSING (a retry, or a redelivery after a worker died): renew its lease.
-        PayoutRequest.objects.filter(pk=payout_id, status=PayoutStatus.PROCESSING).update(**lease)
+    )
+    if not claimed:
+        # Already PROCESSING: resume if the lease is ours (a retry, a redelivery of our message)
+        # or has expired (its holder died); a live lease belongs to a delivery still at work.
+        claimed = PayoutRequest.objects.filter(
+            Q(lease_owner=attempt_id) | Q(lease_expires_at__lt=timezone.now()),
+            pk=payout_id,
+            status=PayoutStatus.PROCESSING,
+        ).update(**lease)
     payout = PayoutRequest.objects.filter(pk=payout_id).first()
-    if payout is None or payout.status != PayoutStatus.PROCESSING:
-        # Canceled before we got to it, or finished by an earlier delivery: nothing to do.
+    if not claimed or payout is None or payout.status != PayoutStatus.PROCESSING:
+        # Finished or canceled, or another delivery holds the lease: nothing to do here.
         return PayoutStatus(payout.status) if payout else None
     final_attempt = payout.attempts > settings.PAYOUTS_MAX_RETRIES
 
@@ -172,31 +190,39 @@ def payout_process(
     try:
         result: PayoutResult = provider.execute(instruction)
     except SoftTimeLimitExceeded:
-        # The task's time limit cut a provider call short: as retryable as a provider timeout.
+        # Under the prefork pool the task's time limit cut the call short: a provider timeout.
         exc = ProviderTransientError(
             "provider_timeout", "The provider call exceeded the time limit."
         )
         if not final_attempt:
             raise exc from None
-        result = _retries_exhausted(payout_id, exc)
+        return _fail_after_retries(payout, exc, actor=actor, attempt_id=attempt_id)
     except ProviderTransientError as exc:
         if not final_attempt:
             raise
-        result = _retries_exhausted(payout_id, exc)
+        return _fail_after_retries(payout, exc, actor=actor, attempt_id=attempt_id)
     except ProviderPermanentError as exc:
         result = PayoutDeclined(exc.code, exc.reason)
     return _apply_outcome(payout, result, actor=actor)
 
 
-def _retries_exhausted(payout_id: uuid.UUID, exc: ProviderTransientError) -> PayoutDeclined:
-    logger.warning("payout %s: provider unavailable, retries exhausted: %s", payout_id, exc)
-    return PayoutDeclined(
+def _fail_after_retries(
+    payout: PayoutRequest, exc: ProviderTransientError, *, actor: EventActor, attempt_id: str
+) -> PayoutStatus:
+    """FAILED provider_unavailable, but only while this delivery still holds the lease.
+
+    Unlike a provider's answer, "we gave up" is not the provider's truth: had the lease passed
+    to another delivery (ours outlived it), that one may still get the payout paid.
+    """
+    logger.warning("payout %s: provider unavailable, retries exhausted: %s", payout.pk, exc)
+    result = PayoutDeclined(
         "provider_unavailable", f"The provider stayed unavailable after retries ({exc.reason})"
     )
+    return _apply_outcome(payout, result, actor=actor, only_if=Q(lease_owner=attempt_id))
 
 
 def _apply_outcome(
-    payout: PayoutRequest, result: PayoutResult, *, actor: EventActor
+    payout: PayoutRequest, result: PayoutResult, *, actor: EventActor, only_if: Q | None = None
 ) -> PayoutStatus:
     if isinstance(result, PayoutDeclined):
         target, reason = PayoutStatus.FAILED, f"{result.code}: {result.reason}"
@@ -204,12 +230,15 @@ def _apply_outcome(
     else:
         target, reason = PayoutStatus.PAID, f"provider reference {result.reference}"
         fields = {"provider_reference": result.reference}
-    if transition(payout.pk, to=target, actor=actor, reason=reason, **fields):
+    if transition(payout.pk, to=target, actor=actor, reason=reason, only_if=only_if, **fields):
         return target
     payout.refresh_from_db()
-    if payout.status == target:
-        return target  # a duplicate delivery; the first one applied this same outcome
-    # Canceled while the provider was working: the cancel stands, the outcome is only recorded.
+    if payout.status in (target, PayoutStatus.PROCESSING):
+        # The same outcome applied by another delivery, or our give-up lost the lease to a
+        # delivery that is still trying: nothing to record.
+        return PayoutStatus(payout.status)
+    # The payout reached another final status first (a cancel while the provider worked):
+    # that status stands, and the outcome is kept in the history for reconciliation.
     PayoutEvent.objects.create(
         payout=payout,
         from_status=payout.status,
@@ -218,9 +247,9 @@ def _apply_outcome(
         reason=f"not applied, payout already {payout.status}: {reason}",
         applied=False,
     )
-    logger.warning(
-        "payout %s: provider said %s after it became %s", payout.pk, target, payout.status
-    )
+    # Money may have moved on a payout our records call CANCELED or FAILED: someone must look.
+    log = logger.error if target == PayoutStatus.PAID else logger.warning
+    log("payout %s: provider said %s after it became %s", payout.pk, target, payout.status)
     return PayoutStatus(payout.status)
 
 
@@ -238,13 +267,16 @@ def payouts_recover_stale(*, batch_size: int | None = None) -> int:
     for payout_id, lease in stale.values_list("pk", "lease_expires_at")[
         : batch_size or settings.PAYOUTS_SWEEP_BATCH_SIZE
     ]:
+        # The lease passes to the task about to be published (by its id), so the dead or
+        # stuck delivery that held it cannot fail the payout behind the new one's back.
+        task_id = str(uuid.uuid4())
         renewed = PayoutRequest.objects.filter(
             pk=payout_id,
             lease_expires_at=lease,
             status__in=(PayoutStatus.NEW, PayoutStatus.PROCESSING),
-        ).update(lease_expires_at=_lease_deadline())
+        ).update(lease_expires_at=_lease_deadline(), lease_owner=task_id)
         if renewed:
-            payout_enqueue(payout_id, recovered=True)
+            payout_enqueue(payout_id, recovered=True, task_id=task_id)
             queued += 1
     if queued:
         logger.info("recovery sweep queued %d stale payouts", queued)

@@ -16,7 +16,9 @@ from .services import payout_process, payouts_recover_stale
 @shared_task(bind=True, max_retries=None)
 def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:
     try:
-        status = payout_process(payout_id=uuid.UUID(payout_id), recovered=recovered)
+        status = payout_process(
+            payout_id=uuid.UUID(payout_id), attempt_id=self.request.id, recovered=recovered
+        )
     except (ProviderTransientError, OperationalError, InterfaceError) as exc:
         # The provider or our own database is briefly unavailable: try again later. Should
         # even the retry fail to publish, the payout's lease expires and the sweep re-queues it.

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import FINAL_STATUSES, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
@@ -34,13 +35,15 @@ def transition(
     to: PayoutStatus,
     actor: EventActor,
     reason: str = "",
+    only_if: Q | None = None,
     **fields: Any,
 ) -> PayoutStatus | None:
     """Move the payout to `to` if its current status allows it; return the status it left.
 
     Returns None (and writes nothing) when the payout is not in an allowed source status,
     including when a concurrent actor got there first. The history row is written in the same
-    transaction as the move. Extra `fields` (failure_code, ...) are set by the same UPDATE.
+    transaction as the move. `only_if` adds a condition to the compare-and-set (e.g. who holds
+    the processing lease); extra `fields` (failure_code, ...) are set by the same UPDATE.
     """
     now = timezone.now()
     values: dict[str, Any] = {"status": to, "updated_at": now, **fields}
@@ -51,7 +54,10 @@ def transition(
         # attempt is one atomic compare-and-set, and a payout that moved on between attempts is
         # caught by the next one (or by none, if it reached a status `to` cannot come from).
         for source in ALLOWED_SOURCES[to]:
-            updated = PayoutRequest.objects.filter(pk=payout_id, status=source).update(**values)
+            payout = PayoutRequest.objects.filter(pk=payout_id, status=source)
+            if only_if is not None:
+                payout = payout.filter(only_if)
+            updated = payout.update(**values)
             if updated:
                 PayoutEvent.objects.create(
                     payout_id=payout_id,

@@ -147,6 +147,12 @@ def _django_problem(http_status: int, code: str, message: str) -> JsonResponse:
 
 # Django-level handlers (config/urls.py) for errors raised outside DRF views: unknown URLs,
 # disallowed hosts, crashes. They answer in the same shape.
+def method_not_allowed(method: str, *, allowed: tuple[str, ...]) -> JsonResponse:
+    response = _django_problem(405, "method_not_allowed", f'Method "{method}" not allowed.')
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
 def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return _django_problem(400, "bad_request", "The request could not be understood.")
 

@@ -1,5 +1,6 @@
 import binascii
 from base64 import b64decode
+from datetime import timezone
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
@@ -38,7 +39,12 @@ class PayoutCursorPagination(CursorPagination):
 
 
 def _is_datetime(value: object) -> bool:
+    """A position DRF could have issued: an ISO timestamp that exists in UTC too."""
     try:
-        return isinstance(value, str) and parse_datetime(value) is not None
-    except ValueError:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+        if parsed is not None and parsed.tzinfo is not None:
+            # "0001-01-01T00:00+14:00" parses but has no UTC equivalent: SQLite would overflow.
+            parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return False
+    return parsed is not None

@@ -158,12 +158,12 @@ class PayoutCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         amount, currency = attrs["amount"], attrs["currency"]
-        digits = money.exponent(currency)
-        if -int(amount.as_tuple().exponent) > digits:
+        if not money.fits_minor_unit(amount, currency):
             raise serializers.ValidationError(
                 {
                     "amount": serializers.ErrorDetail(
-                        f"{currency} amounts take at most {digits} decimal places.",
+                        f"{currency} amounts take at most {money.exponent(currency)} "
+                        "decimal places.",
                         code="too_many_decimal_places",
                     )
                 }
@@ -211,6 +211,18 @@ class PayoutEventSerializer(serializers.Serializer):
 class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     unknown_code = "unknown_parameter"
     unknown_message = "Unknown query parameter."
+
+    def to_internal_value(self, data: Any) -> Any:
+        # DRF reads "?status=" as if the parameter were absent; a filter that silently filters
+        # nothing is a client bug worth reporting.
+        if blank := sorted(name for name, value in data.items() if value == ""):
+            raise serializers.ValidationError(
+                {
+                    name: [serializers.ErrorDetail("Must not be empty.", code="blank")]
+                    for name in blank
+                }
+            )
+        return super().to_internal_value(data)
 
     status = serializers.CharField(
         required=False, help_text="One status or a comma list: NEW,PROCESSING"

@@ -22,6 +22,7 @@ from ..selectors import payout_events, payout_get, payout_list
 from ..services import payout_cancel, payout_create
 from .auth import request_client
 from .errors import PROBLEM_CONTENT_TYPE, TITLES
+from .negotiation import JSONOnlyContentNegotiation
 from .pagination import PayoutCursorPagination
 from .parsers import LengthRequired
 from .serializers import (
@@ -129,6 +130,7 @@ CREATE_EXAMPLE = OpenApiExample(
 class PayoutRequestViewSet(viewsets.ViewSet):
     lookup_field = "id"
     pagination_class = PayoutCursorPagination
+    content_negotiation_class = JSONOnlyContentNegotiation
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)

@@ -24,8 +24,10 @@ class Command(BaseCommand):
         if not key or not self._is_usable(key, client):
             _, key = ApiKey.objects.create_key(name="demo key (make run)", client=client)
             key_file.parent.mkdir(parents=True, exist_ok=True)
-            key_file.write_text(key + "\n")
-            os.chmod(key_file, 0o600)
+            # Created private (0600) from the start, never readable by others even briefly.
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as private:
+                private.write(key + "\n")
         self.stdout.write(key)
 
     @staticmethod

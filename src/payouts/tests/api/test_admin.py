@@ -65,6 +65,13 @@ class AdminTests(TestCase):
         self.assertNotContains(response, 'name="status"')
         self.assertContains(response, "PROCESSING")  # the history inline
 
+    def test_the_change_form_cannot_save_over_a_payout(self) -> None:
+        # A save would write every column back, status included.
+        response = self.client.post(f"{CHANGELIST}{self.new.pk}/change/", {"attempts": "7"})
+        self.assertEqual(response.status_code, 403)
+        self.new.refresh_from_db()
+        self.assertEqual((self.new.status, self.new.attempts), (PayoutStatus.NEW, 0))
+
     def test_payouts_cannot_be_added_or_deleted_by_hand(self) -> None:
         self.assertEqual(self.client.get(f"{CHANGELIST}add/").status_code, 403)
         self.assertEqual(self.client.get(f"{CHANGELIST}{self.new.pk}/delete/").status_code, 403)

@@ -66,8 +66,10 @@ class ListPayoutsTests(ApiTestCase):
                     self.client.get(f"{LIST_URL}?limit={limit}"), ("limit", code)
                 )
 
-    def test_empty_limit_means_the_default(self) -> None:
-        self.assertEqual(self.client.get(f"{LIST_URL}?limit=").status_code, 200)
+    def test_empty_query_parameters_are_rejected_not_ignored(self) -> None:
+        for name in ("limit", "status", "currency", "client_reference", "created_after", "cursor"):
+            with self.subTest(parameter=name):
+                self.assertValidationError(self.client.get(f"{LIST_URL}?{name}="), (name, "blank"))
 
     def test_cursor_pagination_walks_every_page_without_duplicates(self) -> None:
         for same_time in (False, True):
@@ -139,7 +141,10 @@ class ListPayoutsTests(ApiTestCase):
             "cD0yMDI2",
             "cD1ub3QtYS1kYXRl",
             "cD0lMDA%3D",
-        ):  # "p=2026", "p=not-a-date", "p=%00"
+            "cD0wMDAxLTAxLTAxVDAwOjAwOjAwKzE0OjAw",
+            "cD05OTk5LTEyLTMxVDIzOjU5OjU5LTE0OjAwJnI9MQ%3D%3D",
+        ):  # "p=2026", "p=not-a-date", "p=%00", and timestamps with no UTC equivalent
+            # ("p=0001-01-01T00:00:00+14:00", "p=9999-12-31T23:59:59-14:00&r=1")
             with self.subTest(cursor=cursor):
                 response = self.client.get(f"{LIST_URL}?cursor={cursor}")
                 self.assertValidationError(response, ("cursor", "invalid_cursor"))

@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 from django.test import TestCase, override_settings
+from django.utils import timezone
 
 from payouts import services
 from payouts.models import (
@@ -31,8 +32,12 @@ class PayoutProcessTests(TestCase):
             metadata={},
         ).payout
 
-    def process(self, payout: PayoutRequest, *, recovered: bool = False) -> PayoutStatus | None:
-        return services.payout_process(payout_id=payout.pk, recovered=recovered, provider=PROVIDER)
+    def process(
+        self, payout: PayoutRequest, *, delivery: str = "task-1", recovered: bool = False
+    ) -> PayoutStatus | None:
+        return services.payout_process(
+            payout_id=payout.pk, attempt_id=delivery, recovered=recovered, provider=PROVIDER
+        )
 
     def test_success_claims_pays_and_records_the_provider_reference(self) -> None:
         payout = self.create("sandbox:success")
@@ -65,8 +70,12 @@ class PayoutProcessTests(TestCase):
         for _ in range(2):
             with self.assertRaises(ProviderTransientError):
                 self.process(payout)
-        # A re-queue by the recovery sweep (a new task message) does not reset the budget.
-        self.assertEqual(self.process(payout, recovered=True), PayoutStatus.FAILED)
+        # Its worker died; once the lease expired the sweep's new delivery takes over, and the
+        # budget is the payout's, not the new task message's.
+        PayoutRequest.objects.filter(pk=payout.pk).update(lease_expires_at=timezone.now())
+        self.assertEqual(
+            self.process(payout, delivery="task-2", recovered=True), PayoutStatus.FAILED
+        )
         payout.refresh_from_db()
         self.assertEqual((payout.failure_code, payout.attempts), ("provider_unavailable", 3))
         entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
@@ -74,6 +83,17 @@ class PayoutProcessTests(TestCase):
         self.assertEqual(
             payout.events.get(to_status=PayoutStatus.FAILED).actor, EventActor.RECOVERY
         )
+
+    def test_a_second_delivery_stands_aside_while_the_first_holds_the_lease(self) -> None:
+        payout = self.create("sandbox:hang")
+        with self.assertRaises(ProviderTransientError):
+            self.process(payout, delivery="task-1")
+        # A duplicate message (say, a sweep re-queue of a backlog) while task-1 waits to retry.
+        self.assertEqual(self.process(payout, delivery="task-2"), PayoutStatus.PROCESSING)
+        payout.refresh_from_db()
+        self.assertEqual((payout.lease_owner, payout.attempts), ("task-1", 1))
+        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
+        self.assertEqual(entry.calls, 1)
 
     def test_a_canceled_payout_is_not_sent_to_the_provider(self) -> None:
         payout = self.create("sandbox:success")

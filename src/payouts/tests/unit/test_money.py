@@ -84,26 +84,31 @@ class FormatAmountTests(SimpleTestCase):
         self.assertEqual(money.format_amount(money.MAX_AMOUNT, "RUB"), "1000000000000.00")
 
 
-class HasValidScaleTests(SimpleTestCase):
-    def test_amounts_within_the_currency_scale_are_valid(self) -> None:
+class FitsMinorUnitTests(SimpleTestCase):
+    def test_amounts_written_within_the_currency_digits_fit(self) -> None:
         for amount, currency in [
             ("100", "RUB"),
             ("100.5", "RUB"),
             ("100.50", "RUB"),
-            ("100.5000", "RUB"),
             ("100", "JPY"),
-            ("100.0", "JPY"),
             ("1.125", "KWD"),
         ]:
             with self.subTest(amount=amount, currency=currency):
-                self.assertTrue(money.has_valid_scale(Decimal(amount), currency))
+                self.assertTrue(money.fits_minor_unit(Decimal(amount), currency))
 
-    def test_amounts_beyond_the_currency_scale_are_invalid(self) -> None:
+    def test_amounts_written_with_more_digits_than_the_currency_has_do_not(self) -> None:
         for amount, currency in [
             ("100.505", "RUB"),
+            ("100.500", "RUB"),  # same value as 100.50, but written beyond the minor unit
             ("1.5", "JPY"),
+            ("100.0", "JPY"),
             ("1.1255", "KWD"),
             ("0.001", "RUB"),
         ]:
             with self.subTest(amount=amount, currency=currency):
-                self.assertFalse(money.has_valid_scale(Decimal(amount), currency))
+                self.assertFalse(money.fits_minor_unit(Decimal(amount), currency))
+
+
+class UnknownStoredCurrencyTests(SimpleTestCase):
+    def test_a_code_the_data_package_dropped_still_formats(self) -> None:
+        self.assertEqual(money.format_amount(Decimal("1500.500"), "ZWL"), "1500.5")

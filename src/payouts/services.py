@@ -196,24 +196,40 @@ def payout_process(
         )
         if not final_attempt:
             raise exc from None
-        return _fail_after_retries(payout, exc, actor=actor, attempt_id=attempt_id)
+        return _fail_after_retries(payout, exc, provider, actor=actor, attempt_id=attempt_id)
     except ProviderTransientError as exc:
         if not final_attempt:
             raise
-        return _fail_after_retries(payout, exc, actor=actor, attempt_id=attempt_id)
+        return _fail_after_retries(payout, exc, provider, actor=actor, attempt_id=attempt_id)
     except ProviderPermanentError as exc:
         result = PayoutDeclined(exc.code, exc.reason)
     return _apply_outcome(payout, result, actor=actor)
 
 
 def _fail_after_retries(
-    payout: PayoutRequest, exc: ProviderTransientError, *, actor: EventActor, attempt_id: str
+    payout: PayoutRequest,
+    exc: ProviderTransientError,
+    provider: PayoutProvider,
+    *,
+    actor: EventActor,
+    attempt_id: str,
 ) -> PayoutStatus:
-    """FAILED provider_unavailable, but only while this delivery still holds the lease.
+    """FAILED provider_unavailable, unless the provider did execute the payout after all.
 
-    Unlike a provider's answer, "we gave up" is not the provider's truth: had the lease passed
-    to another delivery (ours outlived it), that one may still get the payout paid.
+    A call that timed out may still have been executed, so the provider is asked first and its
+    answer, if it has one, is applied instead. Giving up is not the provider's truth, so it
+    happens only while this delivery still holds the lease: had the lease passed to another
+    delivery (ours outlived it), that one may still get the payout paid.
     """
+    try:
+        known = provider.lookup(str(payout.pk))
+    except ProviderTransientError:
+        known = None  # as unreachable as before: give up, as the retry budget says
+    if known is not None:
+        logger.warning(
+            "payout %s: calls failed (%s) but the provider has it: %s", payout.pk, exc, known
+        )
+        return _apply_outcome(payout, known, actor=actor)
     logger.warning("payout %s: provider unavailable, retries exhausted: %s", payout.pk, exc)
     result = PayoutDeclined(
         "provider_unavailable", f"The provider stayed unavailable after retries ({exc.reason})"

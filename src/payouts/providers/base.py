@@ -49,4 +49,14 @@ class ProviderPermanentError(ProviderError):
 
 
 class PayoutProvider(Protocol):
-    def execute(self, instruction: PayoutInstruction) -> PayoutResult: ...
+    def execute(self, instruction: PayoutInstruction) -> PayoutResult:
+        """Execute the payout once per idempotency key; a repeat returns the first outcome."""
+        ...
+
+    def lookup(self, idempotency_key: str) -> PayoutResult | None:
+        """The outcome of a payout executed under this key, or None if it never was.
+
+        Asked before giving up on a payout whose calls kept timing out: a timeout does not
+        mean the provider did not execute it.
+        """
+        ...

@@ -8,6 +8,8 @@ test account numbers):
     sandbox:decline:<code>       always declined with <code>, e.g. sandbox:decline:account_closed
     sandbox:transient:<n>        the first n calls fail transiently (HTTP 503), then paid
     sandbox:hang                 every call hangs until the client gives up (timeout)
+    sandbox:lost                 paid on the first call, but that call's answer is lost (a
+                                 timeout); later calls and lookups return the payment
 
 Every call is recorded in its ledger under the idempotency key; the outcome is written once,
 and any later call with the same key returns that outcome without executing again.
@@ -43,7 +45,7 @@ RANDOM_DECLINE_CODES = tuple(DECLINE_REASONS)
 
 TEST_DESTINATION = re.compile(
     r"sandbox:(?:(?P<success>success)|decline:(?P<decline>[a-z0-9_]{1,64})"
-    r"|transient:(?P<transient>\d{1,3})|(?P<hang>hang))"
+    r"|transient:(?P<transient>\d{1,3})|(?P<hang>hang)|(?P<lost>lost))"
 )
 
 
@@ -82,7 +84,16 @@ class SandboxProvider:
             outcome = PayoutDeclined(code, DECLINE_REASONS[code])
         else:
             outcome = PayoutPaid(reference=f"sbx_po_{secrets.token_hex(12)}")
-        return self._execute_once(entry, outcome)
+        outcome = self._execute_once(entry, outcome)
+        if test_case and test_case["lost"]:
+            raise ProviderTransientError(
+                "provider_timeout", "The provider did not answer in time (the payout was made)."
+            )
+        return outcome
+
+    def lookup(self, idempotency_key: str) -> PayoutResult | None:
+        entry = SandboxLedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+        return self._result_of(entry) if entry and entry.outcome else None
 
     def _record_call(self, instruction: PayoutInstruction) -> SandboxLedgerEntry:
         with transaction.atomic():

@@ -118,6 +118,18 @@ class PayoutProcessingEndToEndTests(WorkerTestCase):
         self.assertEqual((body["status"], body["failure_code"]), (FAILED, "insufficient_funds"))
         self.assertTrue(body["failure_reason"])
 
+    def test_a_payout_whose_answer_was_lost_is_retried_and_paid_once(self) -> None:
+        response = self.create_payout("e2e-lost", "sandbox:lost")
+        payout_id = response.json()["id"]
+
+        payout = wait_for_status(payout_id, PAID, FAILED)
+
+        self.assertEqual(payout.status, PAID)
+        entry = ledger(payout_id)
+        # The first call paid and timed out; the retry got the recorded payment back.
+        self.assertEqual((entry.calls, entry.outcome), (2, SandboxOutcome.PAID))
+        self.assertEqual(payout.provider_reference, entry.reference)
+
     def test_transient_provider_errors_are_retried_until_paid(self) -> None:
         response = self.create_payout("e2e-transient", "sandbox:transient:2")
         payout_id = response.json()["id"]

@@ -95,6 +95,24 @@ class PayoutProcessTests(TestCase):
         entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
         self.assertEqual(entry.calls, 1)
 
+    def test_a_lost_answer_is_retried_and_the_payout_paid_once(self) -> None:
+        payout = self.create("sandbox:lost")
+        with self.assertRaises(ProviderTransientError):
+            self.process(payout)  # executed, but the answer never arrived
+        self.assertEqual(self.process(payout), PayoutStatus.PAID)
+        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
+        self.assertEqual((entry.calls, entry.outcome), (2, "paid"))
+
+    @override_settings(PAYOUTS_MAX_RETRIES=0)
+    def test_before_giving_up_the_provider_is_asked_whether_it_paid(self) -> None:
+        payout = self.create("sandbox:lost")
+        # The only attempt times out, yet the provider did pay: PAID, not provider_unavailable.
+        self.assertEqual(self.process(payout), PayoutStatus.PAID)
+        payout.refresh_from_db()
+        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
+        self.assertEqual((payout.provider_reference, entry.calls), (entry.reference, 1))
+        self.assertEqual(payout.failure_code, "")
+
     def test_a_canceled_payout_is_not_sent_to_the_provider(self) -> None:
         payout = self.create("sandbox:success")
         transition(payout.pk, to=PayoutStatus.CANCELED, actor=EventActor.API)

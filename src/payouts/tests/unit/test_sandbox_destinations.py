@@ -30,6 +30,11 @@ class TestDestinationPatternTests(SimpleTestCase):
         assert match is not None
         self.assertEqual(match["hang"], "hang")
 
+    def test_lost_answer_destination_is_recognised(self) -> None:
+        match = TEST_DESTINATION.fullmatch("sandbox:lost")
+        assert match is not None
+        self.assertEqual(match["lost"], "lost")
+
     def test_other_destinations_are_ordinary_accounts(self) -> None:
         for destination in (
             "40817810099910004312",

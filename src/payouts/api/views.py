@@ -170,6 +170,15 @@ class PayoutRequestViewSet(viewsets.ViewSet):
                     conflicting_fields=["amount"],
                 ),
             ),
+            (411, PROBLEM_CONTENT_TYPE): _problem(
+                "A chunked body: send it with a Content-Length header.",
+                _example(
+                    "Length required",
+                    "length_required",
+                    411,
+                    "Send the body with a Content-Length header (chunked bodies are not read).",
+                ),
+            ),
             (413, PROBLEM_CONTENT_TYPE): _problem("The body is larger than 64 KiB."),
             (415, PROBLEM_CONTENT_TYPE): _problem(
                 "The body is not JSON.",

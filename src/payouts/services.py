@@ -99,33 +99,28 @@ def payout_create(
         "destination": destination,
         "metadata": metadata,
     }
-    existing = PayoutRequest.objects.filter(
-        client=client, client_reference=client_reference
-    ).first()
-    if existing is None:
-        try:
-            with transaction.atomic():
-                payout = PayoutRequest.objects.create(
-                    client=client,
-                    client_reference=client_reference,
-                    lease_expires_at=_lease_deadline(),
-                    **data,
-                )
-                PayoutEvent.objects.create(
-                    payout=payout,
-                    to_status=PayoutStatus.NEW,
-                    actor=EventActor.API,
-                    reason="created",
-                )
-                transaction.on_commit(lambda: payout_enqueue(payout.pk))
-            return PayoutCreated(payout, created=True)
-        except IntegrityError:
-            # A concurrent request with the same reference won the unique constraint.
-            existing = PayoutRequest.objects.filter(
-                client=client, client_reference=client_reference
-            ).first()
-            if existing is None:
-                raise
+    # Insert first: the unique constraint, not a prior SELECT, decides who owns the reference,
+    # and the common case (a new reference) costs no extra query.
+    try:
+        with transaction.atomic():
+            payout = PayoutRequest.objects.create(
+                client=client,
+                client_reference=client_reference,
+                lease_expires_at=_lease_deadline(),
+                **data,
+            )
+            PayoutEvent.objects.create(
+                payout=payout, to_status=PayoutStatus.NEW, actor=EventActor.API, reason="created"
+            )
+            transaction.on_commit(lambda: payout_enqueue(payout.pk))
+        return PayoutCreated(payout, created=True)
+    except IntegrityError:
+        # The reference exists: a repeat, a conflict, or a concurrent request that won.
+        existing = PayoutRequest.objects.filter(
+            client=client, client_reference=client_reference
+        ).first()
+        if existing is None:
+            raise
     differing = [field for field, value in data.items() if getattr(existing, field) != value]
     if differing:
         raise ClientReferenceConflict(existing, differing)

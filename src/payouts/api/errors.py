@@ -44,7 +44,7 @@ TITLES = {
 }
 
 # DRF's default codes, renamed where the default says less than it could.
-CODE_OVERRIDES = {"invalid": "validation_error", "parse_error": "malformed_json"}
+CODE_OVERRIDES = {"parse_error": "malformed_json"}
 
 
 def problem(http_status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:

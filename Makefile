@@ -14,7 +14,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 COMPOSE ?= docker compose
 TEST_ARGS ?=
 
-.PHONY: help run test lint openapi fmt migrate superuser up down logs venv clean
+.PHONY: help run test lint compose-smoke openapi fmt migrate superuser up down logs venv clean
 
 help: ## Show this help
 	@echo "Payout Requests Service"
@@ -51,7 +51,7 @@ $(DEV_STAMP): requirements.txt requirements-local.txt requirements-dev.txt | $(P
 venv: $(DEV_STAMP) ## Create .venv with the runtime, local and dev requirements
 
 run: $(LOCAL_STAMP) ## Run API, worker, beat (+ Redis) on 127.0.0.1:PORT (8000); Ctrl-C stops all
-	$(PY) scripts/run_local.py
+	DJANGO_ENV=local $(PY) scripts/run_local.py
 
 test: $(DEV_STAMP) ## Run the whole suite against a throwaway PostgreSQL and Redis
 	scripts/test_services.sh $(PY) src/manage.py test -v 2 --noinput --parallel 1 $(TEST_ARGS)
@@ -59,25 +59,41 @@ test: $(DEV_STAMP) ## Run the whole suite against a throwaway PostgreSQL and Red
 lint: $(DEV_STAMP) ## ruff check, ruff format --check, mypy, compose schema check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy
+	DJANGO_ENV=local $(VENV)/bin/mypy
 	$(PY) scripts/check_compose.py
 
+compose-smoke: $(DEV_STAMP) ## Run every compose service as the image would, no container engine
+	scripts/test_services.sh $(PY) scripts/compose_smoke.py
+
 openapi: $(DEV_STAMP) ## Regenerate docs/openapi.yaml (validated, warnings are errors)
-	$(PY) src/manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
+	DJANGO_ENV=local $(PY) src/manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 fmt: $(DEV_STAMP) ## Format and auto-fix with ruff
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 migrate: $(LOCAL_STAMP) ## Apply database migrations (DATABASE_URL or .local/db.sqlite3)
-	$(PY) src/manage.py migrate
+	DJANGO_ENV=local $(PY) src/manage.py migrate
 
 superuser: $(LOCAL_STAMP) ## Create an admin login for /admin/
-	$(PY) src/manage.py createsuperuser
+	DJANGO_ENV=local $(PY) src/manage.py createsuperuser
 
-up: ## docker compose up --build -d (PostgreSQL, Redis, web, worker, beat)
-	$(COMPOSE) up --build -d
-	@echo "Serving on http://127.0.0.1:8000  (make logs to follow, make down to stop)"
+UP_TIMEOUT ?= 300
+up: ## Build and start PostgreSQL, Redis, web, worker, beat; wait until healthy, print the URL
+	@if $(COMPOSE) up --build --detach --wait --wait-timeout $(UP_TIMEOUT); then \
+		url=$$($(COMPOSE) port web 8000 2>/dev/null | sed 's/^0\.0\.0\.0:/127.0.0.1:/'); \
+		echo; \
+		echo "Payout Requests Service is healthy on http://$${url:-127.0.0.1:8000}"; \
+		echo "  API key:  $(COMPOSE) exec web python manage.py create_api_client NAME"; \
+		echo "  make logs to follow, make down to stop"; \
+	else \
+		status=$$?; \
+		echo; \
+		echo "error: the stack did not become healthy within $(UP_TIMEOUT) s (exit $$status):" >&2; \
+		$(COMPOSE) ps --all >&2; \
+		$(COMPOSE) logs --tail 40 migrate web worker beat >&2; \
+		exit 1; \
+	fi
 
 down: ## docker compose down
 	$(COMPOSE) down

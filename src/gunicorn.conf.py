@@ -8,43 +8,47 @@ open per thread (DATABASE_CONN_MAX_AGE).
 
 import multiprocessing
 import os
+import sys
 
+# gunicorn executes this file without putting its directory on sys.path when started from
+# elsewhere (gunicorn -c src/gunicorn.conf.py); the env parsing is shared with settings.py.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
+from config.env import env_int, env_str  # noqa: E402
 
+# An empty WEB_CONCURRENCY never reaches this file: gunicorn parses that variable itself when it
+# is imported (int(""), exit 1). The image's entrypoint drops an empty one (docker-entrypoint.sh).
 
-bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '8000'}"
+bind = f"{env_str('HOST', '127.0.0.1')}:{env_int('PORT', 8000)}"
 
 # Gunicorn's classic 2 * cores + 1, capped: more workers than that only add memory and
 # database connections.
-workers = _env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9))
+workers = env_int("WEB_CONCURRENCY", min(2 * multiprocessing.cpu_count() + 1, 9))
 worker_class = "gthread"
-threads = _env_int("GUNICORN_THREADS", 4)
+threads = env_int("GUNICORN_THREADS", 4)
 
 # A worker whose main loop stops answering for this long is replaced (with threaded workers a
 # single stuck request does not trigger it); a graceful stop (SIGTERM) lets in-flight requests
 # finish for up to graceful_timeout seconds.
-timeout = _env_int("GUNICORN_TIMEOUT", 30)
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
-keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
+timeout = env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = env_int("GUNICORN_KEEPALIVE", 5)
 
 # Recycle workers now and then so a slow leak cannot grow forever; jitter keeps them from all
 # restarting at once.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+max_requests = env_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
 
 # Logs go to stdout/stderr, where the process supervisor (make run, Docker) collects them.
 accesslog = "-"
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+loglevel = env_str("GUNICORN_LOG_LEVEL", "info")
+forwarded_allow_ips = env_str("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Gunicorn's runtime control socket (gunicornc) defaults to one fixed path per user, which two
 # instances on a machine (or a read-only home in a container) would fight over: off unless a
 # path is given.
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket = env_str("GUNICORN_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
 if not control_socket:
     del control_socket

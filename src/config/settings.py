@@ -1,8 +1,9 @@
 """Settings for the Payout Requests Service.
 
 Twelve-factor: every deployment difference is an environment variable with a safe default
-(listed in `.env.example`). With no variables at all the service runs embedded: SQLite in
-`.local/` and a Redis broker on localhost (which `make run` starts for you).
+(listed in `.env.example`). Production unless DJANGO_ENV=local; production refuses DEBUG and a
+missing or weak secret key. With DJANGO_ENV=local and nothing else the service runs embedded:
+SQLite in `.local/` and a Redis broker on localhost (which `make run` starts for you).
 """
 
 import os
@@ -11,75 +12,103 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent  # src/
 REPO_DIR = BASE_DIR.parent
 
-
-def env_str(name: str, default: str) -> str:
-    """The variable's value; unset and empty both mean the default (as in compose files)."""
-    return os.environ.get(name) or default
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {value!r}")
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    try:
-        return default if value in (None, "") else int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
-
-
-def env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    try:
-        return default if value in (None, "") else float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
-
-
 # --- Core -------------------------------------------------------------------------------------
 
-# "production" turns on the checks below and HTTPS-only cookies; anything else is a local run.
-DJANGO_ENV = env_str("DJANGO_ENV", "local")
+# Fail closed: production unless the environment says DJANGO_ENV=local. `make run` and the test
+# runner (manage.py test) set local; every deployment (the image, compose) is production.
+DJANGO_ENV = env_str("DJANGO_ENV", "production")
+if DJANGO_ENV not in {"production", "local"}:
+    raise ImproperlyConfigured(f"DJANGO_ENV must be production or local, got {DJANGO_ENV!r}")
 PRODUCTION = DJANGO_ENV == "production"
 
 INSECURE_SECRET_KEY = "django-insecure-local-only-never-use-in-production"
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", INSECURE_SECRET_KEY)
+
+
+def read_secret_key() -> str:
+    """DJANGO_SECRET_KEY, else the file DJANGO_SECRET_KEY_FILE names, else (local only) a
+    public development key.
+
+    The image's entrypoint creates that file in a volume on first start when no key is given,
+    so `docker compose up` needs no setup and `docker compose exec` finds the same key.
+    """
+    if key := os.environ.get("DJANGO_SECRET_KEY", "").strip():
+        return key
+    if path := os.environ.get("DJANGO_SECRET_KEY_FILE", "").strip():
+        try:
+            key = Path(path).read_text("utf-8").strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"DJANGO_SECRET_KEY_FILE={path!r} cannot be read: {exc.strerror}"
+            ) from None
+        if not key:
+            raise ImproperlyConfigured(f"DJANGO_SECRET_KEY_FILE={path!r} is empty")
+        return key
+    return "" if PRODUCTION else INSECURE_SECRET_KEY
+
+
+def is_strong_secret_key(key: str) -> bool:
+    # Django's own deploy check (security.W009) uses the same bar.
+    return not key.startswith("django-insecure") and len(set(key)) >= 5 and len(key) >= 50
+
+
+SECRET_KEY = read_secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Keep localhost and 127.0.0.1: health checks call them.
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+# Clients reach the service over HTTPS through a proxy that terminates TLS and sets
+# X-Forwarded-Proto itself (otherwise a client could claim HTTPS).
+BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY", False)
+# The service answers only to loopback names: the zero-config `docker compose up` (published on
+# 127.0.0.1) and `make run`. Plain http is then all there is, and no remote client is served.
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]"}
+LOOPBACK_ONLY = set(ALLOWED_HOSTS) <= LOOPBACK_HOSTS
+# The deploy checks that only make sense when clients use HTTPS (manage.py check --deploy).
+TLS_ONLY_CHECKS = [
+    "security.W004",  # SECURE_HSTS_SECONDS: HSTS over plain http is ignored by browsers
+    "security.W008",  # SECURE_SSL_REDIRECT: there is no https to redirect to
+    "security.W012",  # SESSION_COOKIE_SECURE: a Secure cookie is never sent back over http
+    "security.W016",  # CSRF_COOKIE_SECURE: likewise, the admin login would fail
+]
+SILENCED_SYSTEM_CHECKS: list[str] = []
 
 if PRODUCTION:
     if DEBUG:
         raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_ENV=production.")
-    if SECRET_KEY.startswith("django-insecure") or len(set(SECRET_KEY)) < 5 or len(SECRET_KEY) < 50:
+    if not is_strong_secret_key(SECRET_KEY):
         raise ImproperlyConfigured(
-            "DJANGO_ENV=production needs DJANGO_SECRET_KEY: 50+ random characters, e.g. "
-            'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+            "DJANGO_ENV=production needs a secret key: set DJANGO_SECRET_KEY (50+ random "
+            "characters, e.g. python -c \"import secrets; print(secrets.token_urlsafe(50))\") or "
+            "DJANGO_SECRET_KEY_FILE, or set DJANGO_ENV=local for a local run."
         )
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    # Only behind a proxy that sets X-Forwarded-Proto itself; otherwise clients could claim HTTPS.
-    if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
-        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
-    # TLS usually ends at the load balancer; turn these on once it sends X-Forwarded-Proto.
-    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
-    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+    if BEHIND_TLS_PROXY:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+        # The probes are called over plain http from inside (container health checks, load
+        # balancers): a redirect would fail them.
+        SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+        SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
+        SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+        SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
+        SESSION_COOKIE_SECURE = True
+        CSRF_COOKIE_SECURE = True
+    elif LOOPBACK_ONLY:
+        # Plain http on loopback: the TLS-only checks cannot pass and do not apply, by name.
+        SILENCED_SYSTEM_CHECKS = list(TLS_ONLY_CHECKS)
+    else:
+        # Served to other hosts without the TLS setting: cookies stay HTTPS-only (fail closed)
+        # and check --deploy keeps warning about HSTS and the redirect.
+        SESSION_COOKIE_SECURE = True
+        CSRF_COOKIE_SECURE = True
+        SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+        SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

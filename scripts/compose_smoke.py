@@ -480,7 +480,9 @@ class Servers:
                         sql.Identifier(user), sql.Literal(db_env.get("POSTGRES_PASSWORD", ""))
                     )
                 )
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [database]
+            ).fetchone():
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(database), sql.Identifier(user)
@@ -653,7 +655,9 @@ class Smoke:
         self.migrate()
         self.deploy_checks()
         for name in ("web", "worker", "beat"):
-            service = Service(name, self.argv_for(name), self.env_for(name), self.cwd, self.log(name))
+            service = Service(
+                name, self.argv_for(name), self.env_for(name), self.cwd, self.log(name)
+            )
             self.services[name] = service
             service.start()
         self.web_ready()
@@ -680,8 +684,13 @@ class Smoke:
         key_file = Path(self.image.host(self.stage.env["DJANGO_SECRET_KEY_FILE"]))
         if key_file.exists():
             raise SmokeFailure(f"{key_file} exists before the first start")
-        migrate = Service("migrate", self.argv_for("migrate"), self.env_for("migrate"), self.cwd,
-                          self.log("migrate"))
+        migrate = Service(
+            "migrate",
+            self.argv_for("migrate"),
+            self.env_for("migrate"),
+            self.cwd,
+            self.log("migrate"),
+        )
         migrate.start()
         assert migrate.process is not None
         status = migrate.process.wait(timeout=180)
@@ -692,13 +701,19 @@ class Smoke:
         mode = key_file.stat().st_mode & 0o777
         self.secret = key_file.read_text("utf-8").strip()
         if mode != 0o600 or len(self.secret) < 50:
-            raise SmokeFailure(f"secret key file {key_file}: mode {oct(mode)}, {len(self.secret)} chars")
+            raise SmokeFailure(
+                f"secret key file {key_file}: mode {oct(mode)}, {len(self.secret)} chars"
+            )
         say(f"secret key generated on first start: {key_file} (0600, {len(self.secret)} chars)")
 
     def deploy_checks(self) -> None:
         check = ["python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
         silenced = [
-            "python", "manage.py", "shell", "--no-imports", "-c",
+            "python",
+            "manage.py",
+            "shell",
+            "--no-imports",
+            "-c",
             "from django.conf import settings; print(','.join(settings.SILENCED_SYSTEM_CHECKS))",
         ]
         tls_compose = resolve_compose(self.args.compose, {"DJANGO_BEHIND_TLS_PROXY": "1"})
@@ -710,8 +725,10 @@ class Smoke:
             names = set(filter(None, self.run("settings", silenced, env, 60).strip().split(",")))
             if not names <= allowed:
                 raise SmokeFailure(f"check --deploy {label}: silenced {sorted(names - allowed)}")
-            say(f"check --deploy --fail-level WARNING {label}: passes, silenced: "
-                f"{', '.join(sorted(names)) or 'nothing'}")
+            say(
+                f"check --deploy --fail-level WARNING {label}: passes, silenced: "
+                f"{', '.join(sorted(names)) or 'nothing'}"
+            )
 
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
@@ -724,11 +741,18 @@ class Smoke:
                 return False
 
         wait_for("web /readyz 200", ready, 90, self.services["web"])
-        say(f"web: GET /readyz -> 200 {{\"status\": \"ok\"}} on port {self.web_port}")
+        say(f'web: GET /readyz -> 200 {{"status": "ok"}} on port {self.web_port}')
 
     def payout_is_paid(self) -> None:
-        create = ["python", "manage.py", "create_api_client", f"compose-smoke-{uuid.uuid4().hex[:8]}"]
-        key = self.run("create_api_client", create, self.env_for("web"), 60).strip().splitlines()[-1]
+        create = [
+            "python",
+            "manage.py",
+            "create_api_client",
+            f"compose-smoke-{uuid.uuid4().hex[:8]}",
+        ]
+        key = (
+            self.run("create_api_client", create, self.env_for("web"), 60).strip().splitlines()[-1]
+        )
         url = f"{self.base_url()}/api/v1/payout-requests/"
         body = {
             "client_reference": f"smoke-{uuid.uuid4()}",
@@ -766,8 +790,13 @@ class Smoke:
             last = ""
             for _ in range(int(healthcheck.get("retries", 3))):
                 result = subprocess.run(
-                    argv, env=self.env_for(service_name), cwd=self.cwd, capture_output=True,
-                    text=True, timeout=timeout + 5, stdin=subprocess.DEVNULL,
+                    argv,
+                    env=self.env_for(service_name),
+                    cwd=self.cwd,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout + 5,
+                    stdin=subprocess.DEVNULL,
                 )
                 self.logs.append(result.stdout + result.stderr)
                 if result.returncode == 0:
@@ -790,8 +819,9 @@ class Smoke:
         )
         wait_for(
             "the worker to run the sweep",
-            lambda: re.search(r"recover_stale_payouts\[[^\]]+\] succeeded", worker.output())
-            is not None,
+            lambda: (
+                re.search(r"recover_stale_payouts\[[^\]]+\] succeeded", worker.output()) is not None
+            ),
             30,
             worker,
         )
@@ -814,18 +844,25 @@ class Smoke:
         say(f"in-image test suite: {shlex.join(argv)} (web's environment, broker database 15)")
         started = time.monotonic()
         result = subprocess.run(
-            argv, env=env, cwd=self.cwd, stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, timeout=900,
+            argv,
+            env=env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         output = result.stdout + result.stderr
         self.logs.append(output)
         (self.work / "tests.log").write_text(output)
         summary = [line for line in output.splitlines() if re.match(r"^\d+ passed, ", line)]
-        skipped = sorted({m for m in re.findall(r"skipped '([^']*)'", output)})
+        skipped = sorted({m[1] for m in re.findall(r"skipped (['\"])(.*?)\1$", output, re.M)})
         if result.returncode:
             raise SmokeFailure(f"in-image test suite failed:\n{output[-8000:]}")
-        say(f"in-image test suite: {summary[-1] if summary else '?'} "
-            f"in {time.monotonic() - started:.0f} s")
+        say(
+            f"in-image test suite: {summary[-1] if summary else '?'} "
+            f"in {time.monotonic() - started:.0f} s"
+        )
         for reason in skipped:
             say(f"  skipped: {reason}")
 
@@ -848,10 +885,12 @@ def main(argv: list[str]) -> int:
         print(f"compose-smoke: FAILED: {exc}", file=sys.stderr, flush=True)
         if smoke:
             for name, service in smoke.services.items():
-                print(f"----- {name} (last lines) -----\n{service.output()[-3000:]}", file=sys.stderr)
+                print(
+                    f"----- {name} (last lines) -----\n{service.output()[-3000:]}", file=sys.stderr
+                )
         return 1
     finally:
-        for service in (smoke.services.values() if smoke else []):
+        for service in smoke.services.values() if smoke else []:
             service.stop(timeout=10)
         if args.keep:
             say(f"kept {work}")

@@ -14,7 +14,7 @@ import sys
 # elsewhere (gunicorn -c src/gunicorn.conf.py); the env parsing is shared with settings.py.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from config.env import env_int, env_str  # noqa: E402
+from config.env import env_int, env_str
 
 # An empty WEB_CONCURRENCY never reaches this file: gunicorn parses that variable itself when it
 # is imported (int(""), exit 1). The image's entrypoint drops an empty one (docker-entrypoint.sh).

@@ -21,8 +21,9 @@ def _raw(name: str) -> str | None:
 
 
 def env_str(name: str, default: str) -> str:
-    """The variable's value; unset and empty both mean the default."""
-    return os.environ.get(name) or default
+    """The variable's value; unset, empty and blank all mean the default."""
+    value = os.environ.get(name, "")
+    return value if value.strip() else default
 
 
 def env_bool(name: str, default: bool) -> bool:

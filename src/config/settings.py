@@ -84,7 +84,7 @@ if PRODUCTION:
     if not is_strong_secret_key(SECRET_KEY):
         raise ImproperlyConfigured(
             "DJANGO_ENV=production needs a secret key: set DJANGO_SECRET_KEY (50+ random "
-            "characters, e.g. python -c \"import secrets; print(secrets.token_urlsafe(50))\") or "
+            'characters, e.g. python -c "import secrets; print(secrets.token_urlsafe(50))") or '
             "DJANGO_SECRET_KEY_FILE, or set DJANGO_ENV=local for a local run."
         )
     SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,4 +1,5 @@
 import tempfile
+import unittest
 from pathlib import Path
 
 from django.conf import settings
@@ -8,6 +9,10 @@ from django.test import SimpleTestCase
 COMMITTED_SCHEMA = settings.REPO_DIR / "docs" / "openapi.yaml"
 
 
+@unittest.skipUnless(
+    COMMITTED_SCHEMA.exists(),
+    "docs/openapi.yaml is not in the Docker image (it holds only src/): run it from a checkout",
+)
 class OpenApiDocumentTests(SimpleTestCase):
     def test_schema_validates_without_warnings_and_matches_the_committed_copy(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,6 @@ from unittest import mock
 from django.test import Client
 from rest_framework.test import APIClient
 
-from config.celery import app as celery_app
 from payouts.models import PayoutRequest, PayoutStatus
 
 from .helpers import LIST_URL, ApiTestCase, cancel_url, detail_url, events_url
@@ -134,10 +133,6 @@ class ProbeAndDocsTests(ApiTestCase):
         with socket.socket() as sock:  # a port nothing listens on: connection refused
             sock.bind(("127.0.0.1", 0))
             refused = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-        saved = celery_app.conf.broker_url
-        celery_app.conf.broker_url = refused
-        self.addCleanup(setattr, celery_app.conf, "broker_url", saved)
-
         # Celery prefers the CELERY_BROKER_URL variable over its configuration.
         with (
             mock.patch.dict(os.environ, CELERY_BROKER_URL=refused),

@@ -89,7 +89,7 @@ up: ## Build and start PostgreSQL, Redis, web, worker, beat; wait until healthy,
 	else \
 		status=$$?; \
 		echo; \
-		echo "error: the stack did not become healthy within $(UP_TIMEOUT) s (exit $$status):" >&2; \
+		echo "error: the stack is not healthy (docker compose up exit $$status; it waits $(UP_TIMEOUT) s):" >&2; \
 		$(COMPOSE) ps --all >&2; \
 		$(COMPOSE) logs --tail 40 migrate web worker beat >&2; \
 		exit 1; \

@@ -673,6 +673,9 @@ class Smoke:
             self.test_suite()
         self.secret_stays_secret()
 
+    def key_file(self) -> Path:
+        return Path(self.env_for("migrate")["DJANGO_SECRET_KEY_FILE"])
+
     @property
     def cwd(self) -> str:
         return self.image.host(self.stage.workdir)
@@ -681,7 +684,7 @@ class Smoke:
         return self.work / f"{name}.log"
 
     def migrate(self) -> None:
-        key_file = Path(self.image.host(self.stage.env["DJANGO_SECRET_KEY_FILE"]))
+        key_file = self.key_file()
         if key_file.exists():
             raise SmokeFailure(f"{key_file} exists before the first start")
         migrate = Service(
@@ -828,12 +831,15 @@ class Smoke:
         say("beat: started, sent payouts-recovery-sweep; the worker ran it")
 
     def secret_stays_secret(self) -> None:
-        key_file = Path(self.image.host(self.stage.env["DJANGO_SECRET_KEY_FILE"]))
+        key_file = self.key_file()
         if key_file.read_text("utf-8").strip() != self.secret:
             raise SmokeFailure("the secret key changed after the first start")
         outputs = self.logs + [service.output() for service in self.services.values()]
         if any(self.secret in output for output in outputs):
             raise SmokeFailure("the secret key appears in a service's output")
+        generated = sum(output.count("generated a secret key") for output in outputs)
+        if generated != 1:
+            raise SmokeFailure(f"a secret key was generated {generated} times, not once")
 
     def test_suite(self) -> None:
         argv = ["python", "manage.py", "test", "-v", "2"]

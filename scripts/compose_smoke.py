@@ -803,7 +803,7 @@ class Smoke:
                 )
                 self.logs.append(result.stdout + result.stderr)
                 if result.returncode == 0:
-                    say(f"{name}: health check passes: {shlex.join(argv[-1:])[:90]}")
+                    say(f"{name}: health check passes: {' '.join(argv)[-100:]}")
                     break
                 last = result.stdout + result.stderr
                 time.sleep(2)

@@ -646,6 +646,8 @@ class Smoke:
 
     def main(self) -> None:
         say(f"{self.args.compose.name}: resolved with an empty environment, schema-valid")
+        if (self.args.compose.parent / ".env").exists():
+            say(".env ignored: the check resolves the file as a fresh clone has it")
         self.image.build(REPO_DIR)
         self.servers.create_database(self.compose["services"]["db"].get("environment") or {})
         if not port_is_free(8000):

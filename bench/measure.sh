@@ -15,6 +15,8 @@ PORT=${BENCH_PORT:-8400}
 SECONDS_PER_OP=${BENCH_SECONDS:-10}
 export PAYOUTS_SANDBOX_LATENCY_MS=${PAYOUTS_SANDBOX_LATENCY_MS:-1000}
 export GUNICORN_LOG_LEVEL=warning
+# Production settings (the default) need a secret key: a throwaway one for this run.
+export DJANGO_SECRET_KEY=${DJANGO_SECRET_KEY:-$($PY -c 'import secrets; print(secrets.token_urlsafe(50))')}
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait || true; }
 trap cleanup EXIT

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from rest_framework import serializers
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
@@ -92,10 +92,15 @@ class PayoutCursorPagination(BasePagination):
     max_page_size = 200
     page_size_query_param = "limit"
     cursor_query_param = "cursor"
+    next_cursor: Cursor | None = None
+    previous_cursor: Cursor | None = None
 
     def paginate_queryset(
-        self, queryset: QuerySet[PayoutRequest], request: Request, view: Any = None
-    ) -> list[PayoutRequest]:
+        self,
+        queryset: Any,  # QuerySet[PayoutRequest]; the base class also allows plain sequences
+        request: Request,
+        view: Any = None,
+    ) -> list[Any]:
         self.request = request
         limit = self._limit(request)
         cursor = self._cursor(request)

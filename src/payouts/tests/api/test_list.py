@@ -343,9 +343,73 @@ class ListPayoutsTests(ApiTestCase):
         query = urlencode({"created_after": "2026-01-10T12:30:00"})
         self.assertEqual(self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(payouts[1].pk)])
 
+    def test_a_date_means_midnight_utc_after_inclusive_before_exclusive(self) -> None:
+        # T0 is 2026-01-10 12:00 UTC; one payout the day before, one on it, one the day after.
+        before, on, after = self.make_payouts(3)
+        PayoutRequest.objects.filter(pk=before.pk).update(created_at=T0 - timedelta(days=1))
+        PayoutRequest.objects.filter(pk=on.pk).update(created_at=T0)
+        PayoutRequest.objects.filter(pk=after.pk).update(created_at=T0 + timedelta(days=1))
+        midnight = PayoutRequest.objects.create(
+            client=self.merchant,
+            client_reference="midnight",
+            amount="1",
+            currency="RUB",
+            destination="d",
+            lease_expires_at=T0,
+        )
+        PayoutRequest.objects.filter(pk=midnight.pk).update(
+            created_at=datetime(2026, 1, 10, tzinfo=timezone.utc)
+        )
+        query = urlencode({"created_after": "2026-01-10", "created_before": "2026-01-11"})
+        self.assertEqual(
+            self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(on.pk), str(midnight.pk)]
+        )
+        query = urlencode({"created_before": "2026-01-10"})
+        self.assertEqual(self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(before.pk)])
+
+    def test_created_filters_take_rfc3339_forms(self) -> None:
+        payouts = self.make_payouts(2)  # T0 and T0+1h
+        for value in (
+            "2026-01-10T12:30:00Z",
+            "2026-01-10t12:30:00z",
+            "2026-01-10T12:30Z",
+            "2026-01-10T12:30:00.000001Z",
+            "2026-01-10T12:30:00.1234567890Z",
+            "2026-01-10T15:30:00+03:00",
+            "2026-01-10T07:30:00-05:00",
+            "2026-01-10T12:30:00",
+            "2026-01-10 12:30:00Z",  # RFC 3339 allows a space for readability
+        ):
+            with self.subTest(value=value):
+                query = urlencode({"created_after": value})
+                self.assertEqual(
+                    self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(payouts[1].pk)]
+                )
+
+    def test_bad_datetime_filter_message_lists_the_accepted_forms(self) -> None:
+        response = self.client.get(f"{LIST_URL}?created_after=yesterday")
+        message = self.assertValidationError(response, ("created_after", "invalid"))["errors"][0][
+            "message"
+        ]
+        for form in ("2026-01-10T12:00:00Z", "+03:00", "2026-01-10", "midnight UTC", "%2B"):
+            self.assertIn(form, message)
+
     def test_bad_datetime_filter_is_400(self) -> None:
         for name in ("created_after", "created_before"):
-            for value in ("yesterday", "2026-13-01T00:00:00Z", "2026-01-01T25:00:00Z", "1e10"):
+            for value in (
+                "yesterday",
+                "2026-13-01T00:00:00Z",
+                "2026-01-01T25:00:00Z",
+                "1e10",
+                "2026-01-10T15:30:00 03:00",  # an unencoded "+" arrives as a space
+                "2026-01-10T12:00:00+24:00",
+                "0001-01-01T00:00:00+14:00",
+                "20260110",
+                "2026-W02-1",
+                "2026-01-10T12",
+                "2026-01-10T12:00:00+0300",
+                "\uff19\uff19\uff19\uff19-01-01",  # full-width digits
+            ):
                 with self.subTest(name=name, value=value):
                     response = self.client.get(f"{LIST_URL}?{urlencode({name: value})}")
                     self.assertValidationError(response, (name, "invalid"))
@@ -356,6 +420,29 @@ class ListPayoutsTests(ApiTestCase):
                 response = self.client.get(f"{LIST_URL}?{query}")
                 name = query.partition("=")[0]
                 self.assertValidationError(response, (name, "unknown_parameter"))
+
+    def test_repeated_query_parameter_is_400_not_narrowed(self) -> None:
+        new, paid = self.make_payouts(2)
+        self.move(paid, PayoutStatus.PROCESSING, PayoutStatus.PAID)
+        for query in (
+            "status=NEW&status=PAID",
+            "currency=RUB&currency=USD",
+            "client_reference=ref-000&client_reference=ref-001",
+            "created_after=2026-01-01&created_after=2026-02-01",
+            "created_before=2026-01-01&created_before=2026-02-01",
+            "limit=1&limit=2",
+            "cursor=a&cursor=b",
+            "status=NEW&status=NEW",
+        ):
+            with self.subTest(query=query):
+                response = self.client.get(f"{LIST_URL}?{query}")
+                name = query.partition("=")[0]
+                self.assertValidationError(response, (name, "repeated_parameter"))
+        # The documented form for several statuses still works.
+        self.assertEqual(
+            set(self.ids(self.client.get(f"{LIST_URL}?status=NEW,PAID"))),
+            {str(new.pk), str(paid.pk)},
+        )
 
     def test_filters_combine(self) -> None:
         a = self.created_payout(client_reference="a", currency="USD")

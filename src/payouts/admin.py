@@ -9,8 +9,9 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import money
+from .errors import PayoutNotCancelable
 from .models import ApiClient, ApiKey, EventActor, PayoutEvent, PayoutRequest, SandboxLedgerEntry
-from .services import PayoutNotCancelable, payout_cancel
+from .services import payout_cancel
 
 # What merchants read in the payout's history (/events/); who canceled goes to the admin log.
 ADMIN_CANCEL_REASON = "canceled by staff"

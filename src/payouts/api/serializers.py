@@ -169,7 +169,10 @@ class PayoutCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         help_text="Your own id for this payout; creating twice with it is idempotent.",
     )
     amount = AmountField(help_text="Decimal string with at most the currency's minor-unit digits.")
-    currency = CurrencyField(help_text="ISO 4217 alphabetic code, any case (rub -> RUB).")
+    currency = CurrencyField(
+        help_text="ISO 4217 alphabetic code: one of the enum's upper-case codes, in any case "
+        "(rub -> RUB)."
+    )
     destination = StrictCharField(
         max_length=255, trim_whitespace=False, help_text="Payout details, stored as given."
     )
@@ -295,15 +298,18 @@ class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer
     status = serializers.CharField(
         required=False, help_text="One status or a comma list: NEW,PROCESSING"
     )
-    currency = CurrencyField(required=False, help_text="ISO 4217 code, any case.")
+    currency = CurrencyField(
+        required=False,
+        help_text="ISO 4217 code: one of the enum's upper-case codes, in any case (rub).",
+    )
     client_reference = serializers.CharField(required=False, max_length=64, trim_whitespace=False)
     created_after = InstantField(
         required=False,
-        help_text="Created at or after this instant (inclusive). A date means its midnight UTC.",
+        help_text=f"Created at or after this instant (inclusive): {INSTANT_FORMATS}.",
     )
     created_before = InstantField(
         required=False,
-        help_text="Created before this instant (exclusive). A date means its midnight UTC, so "
+        help_text=f"Created before this instant (exclusive): {INSTANT_FORMATS}. So "
         "created_after=2026-01-01&created_before=2026-02-01 is all of January.",
     )
     limit = serializers.IntegerField(

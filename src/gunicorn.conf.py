@@ -9,6 +9,7 @@ open per thread (DATABASE_CONN_MAX_AGE).
 import multiprocessing
 import os
 import sys
+from typing import Any
 
 # gunicorn executes this file without putting its directory on sys.path when started from
 # elsewhere (gunicorn -c src/gunicorn.conf.py); the env parsing is shared with settings.py.
@@ -52,3 +53,21 @@ control_socket = env_str("GUNICORN_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
 if not control_socket:
     del control_socket
+
+# Gunicorn reuses a keep-alive connection only after draining the part of a request body the
+# application did not read, and it drains at most 64 KiB; past that it drops the connection
+# after a response that already said keep-alive, and the client's next request on it is lost.
+# The API reads no body over 64 KiB (413) and no chunked body (411), so such requests are
+# answered with "Connection: close" from the start. Only the server can say so: gunicorn drops
+# a Connection header set by the application.
+UNREAD_BODY_DRAIN_BYTES = 64 * 1024
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    worker.log.debug("%s %s", req.method, req.path)  # gunicorn's default hook
+    headers = {name.upper(): value for name, value in req.headers}
+    chunked = "chunked" in headers.get("TRANSFER-ENCODING", "").lower()
+    # gunicorn has already refused a non-numeric Content-Length with 400.
+    length = int(headers.get("CONTENT-LENGTH") or 0)
+    if chunked or length > UNREAD_BODY_DRAIN_BYTES:
+        req.force_close()

@@ -9,8 +9,20 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import money
+from .errors import PayoutNotCancelable
 from .models import ApiClient, ApiKey, EventActor, PayoutEvent, PayoutRequest, SandboxLedgerEntry
-from .services import PayoutNotCancelable, payout_cancel
+from .services import payout_cancel
+
+# What merchants read in the payout's history (/events/); who canceled goes to the admin log.
+ADMIN_CANCEL_REASON = "canceled by staff"
+
+
+class FormattedAmountMixin:
+    """The amount as people read money: with the currency's digits ("5.00" EUR, not "5.000")."""
+
+    @admin.display(description="amount", ordering="amount")
+    def formatted_amount(self, obj: PayoutRequest | SandboxLedgerEntry) -> str:
+        return money.format_amount(obj.amount, obj.currency)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -32,7 +44,7 @@ class PayoutEventInline(ReadOnlyInline):
 
 
 @admin.register(PayoutRequest)
-class PayoutRequestAdmin(admin.ModelAdmin):
+class PayoutRequestAdmin(FormattedAmountMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "client",
@@ -50,13 +62,14 @@ class PayoutRequestAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     show_full_result_count = False
     # Money, routing and status are never edited by hand: status moves only through services.
-    readonly_fields = (
+    # `fields` names them all so that the raw amount column never shows beside the formatted one.
+    fields = readonly_fields = (
         "id",
         "client",
         "attempts",
         "lease_owner",
         "client_reference",
-        "amount",
+        "formatted_amount",
         "currency",
         "destination",
         "metadata",
@@ -86,10 +99,6 @@ class PayoutRequestAdmin(admin.ModelAdmin):
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("payouts.change_payoutrequest")
 
-    @admin.display(description="amount", ordering="amount")
-    def formatted_amount(self, payout: PayoutRequest) -> str:
-        return money.format_amount(payout.amount, payout.currency)
-
     @admin.action(
         description="Cancel selected payouts (NEW or PROCESSING only)", permissions=["cancel"]
     )
@@ -97,12 +106,12 @@ class PayoutRequestAdmin(admin.ModelAdmin):
         canceled, refused = 0, []
         for payout in queryset:
             try:
-                payout_cancel(
-                    payout=payout,
-                    actor=EventActor.ADMIN,
-                    reason=f"canceled by {request.user} in admin",
+                payout = payout_cancel(
+                    payout=payout, actor=EventActor.ADMIN, reason=ADMIN_CANCEL_REASON
                 )
                 canceled += 1
+                # Staff see who did it in the object's history (django.contrib.admin LogEntry).
+                self.log_change(request, payout, "Canceled with the admin action.")
             except PayoutNotCancelable as exc:
                 refused.append(f"{exc.payout.client_reference} ({exc.payout.status})")
         if canceled:
@@ -144,10 +153,30 @@ class ApiKeyAdmin(APIKeyModelAdmin):
 
 
 @admin.register(SandboxLedgerEntry)
-class SandboxLedgerEntryAdmin(admin.ModelAdmin):
-    list_display = ("idempotency_key", "outcome", "calls", "amount", "currency", "executed_at")
+class SandboxLedgerEntryAdmin(FormattedAmountMixin, admin.ModelAdmin):
+    list_display = (
+        "idempotency_key",
+        "outcome",
+        "calls",
+        "formatted_amount",
+        "currency",
+        "executed_at",
+    )
     list_filter = ("outcome",)
     search_fields = ("=idempotency_key", "reference")
+    fields = readonly_fields = (
+        "idempotency_key",
+        "formatted_amount",
+        "currency",
+        "destination",
+        "calls",
+        "outcome",
+        "reference",
+        "decline_code",
+        "decline_reason",
+        "created_at",
+        "executed_at",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

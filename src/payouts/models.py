@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from rest_framework_api_key.models import AbstractAPIKey
 
+from .money import format_amount
+
 
 class ApiClient(models.Model):
     """A merchant using the API. Its keys authenticate requests; its payouts are its own."""
@@ -105,7 +107,8 @@ class PayoutRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.client_reference} ({self.amount} {self.currency}, {self.status})"
+        amount = format_amount(self.amount, self.currency)
+        return f"{self.client_reference} ({amount} {self.currency}, {self.status})"
 
 
 class EventActor(models.TextChoices):

@@ -6,11 +6,8 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from .errors import PayoutNotFound
 from .models import ApiClient, PayoutEvent, PayoutRequest
-
-
-class PayoutNotFound(Exception):
-    """Unknown id, malformed id, or another client's payout: indistinguishable on purpose."""
 
 
 def payout_get(*, client: ApiClient, payout_id: str | uuid.UUID) -> PayoutRequest:

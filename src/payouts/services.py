@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from .errors import ClientReferenceConflict, PayoutNotCancelable
 from .models import ApiClient, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
 from .providers import (
     PayoutDeclined,
@@ -26,23 +27,6 @@ from .providers import (
 from .transitions import transition
 
 logger = logging.getLogger(__name__)
-
-
-class PayoutError(Exception):
-    """Base of the domain errors; api/errors.py maps each to an HTTP answer."""
-
-
-class ClientReferenceConflict(PayoutError):
-    def __init__(self, existing: PayoutRequest, fields: list[str]) -> None:
-        super().__init__(f"client_reference {existing.client_reference!r} differs in {fields}")
-        self.existing = existing
-        self.fields = fields
-
-
-class PayoutNotCancelable(PayoutError):
-    def __init__(self, payout: PayoutRequest) -> None:
-        super().__init__(f"payout {payout.pk} is {payout.status}")
-        self.payout = payout
 
 
 @dataclass(frozen=True)

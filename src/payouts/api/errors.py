@@ -1,14 +1,19 @@
-"""The one place where exceptions become HTTP answers: RFC 9457 problem documents.
+"""The one place where errors become HTTP answers: RFC 9457 problem documents.
 
 Every error body has the same shape::
 
     {"type": "urn:payouts:error:<code>", "title": "...", "status": 400,
      "code": "<code>", "message": "...", "errors": [{"field": ..., "code": ..., "message": ...}]}
 
-`code` is stable and machine-readable; `errors` appears on validation failures only.
+`code` is stable and machine-readable; `errors` appears on validation failures only. ANSWERS
+lists every code with its status, and EXCEPTIONS says which error gets which code: the
+exception handler, the Django error views and the OpenAPI document (api/schema.py) all read
+these two tables.
 """
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -19,9 +24,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from ..selectors import PayoutNotFound
-from ..services import ClientReferenceConflict, PayoutNotCancelable
-from .parsers import RequestTooLarge
+from ..errors import ClientReferenceConflict, PayoutNotCancelable, PayoutNotFound
+from .parsers import MAX_BODY_BYTES, LengthRequired, RequestTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +42,164 @@ TITLES = {
     411: "Length required",
     413: "Request too large",
     415: "Unsupported media type",
-    503: "Service unavailable",
     429: "Too many requests",
     500: "Internal server error",
+    503: "Service unavailable",
 }
 
-# DRF's default codes, renamed where the default says less than it could.
-CODE_OVERRIDES = {"parse_error": "malformed_json"}
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """What a client gets for one error code."""
+
+    status: int
+    code: str
+    message: str  # the default; an error may say something more specific (see EXCEPTIONS)
+    when: str  # when a client gets it, for people and the OpenAPI document
+    retry_after: int | None = None  # seconds, sent as Retry-After
+
+
+ANSWERS: dict[str, ErrorAnswer] = {
+    answer.code: answer
+    for answer in (
+        ErrorAnswer(
+            400,
+            "validation_error",
+            "The request is invalid.",
+            "Invalid input: `errors` lists each failing field.",
+        ),
+        ErrorAnswer(400, "malformed_json", "JSON parse error.", "The body is not valid JSON."),
+        ErrorAnswer(
+            400,
+            "payout_not_cancelable",
+            "Only NEW or PROCESSING payouts can be canceled.",
+            "The payout is already PAID, FAILED or CANCELED.",
+        ),
+        ErrorAnswer(400, "bad_request", "The request could not be understood.", "Malformed."),
+        ErrorAnswer(
+            401,
+            "not_authenticated",
+            "Authentication credentials were not provided.",
+            "No API key was sent.",
+        ),
+        ErrorAnswer(
+            401, "authentication_failed", "Invalid API key.", "The API key is invalid or revoked."
+        ),
+        ErrorAnswer(
+            403, "permission_denied", "You do not have permission for this.", "Not allowed."
+        ),
+        ErrorAnswer(
+            404,
+            "not_found",
+            "Not found.",
+            "Unknown id, not a UUID, or another client's payout.",
+        ),
+        ErrorAnswer(405, "method_not_allowed", "Method not allowed.", "Method not allowed."),
+        ErrorAnswer(
+            406, "not_acceptable", "Could not satisfy the Accept header.", "Not acceptable."
+        ),
+        ErrorAnswer(
+            409,
+            "client_reference_conflict",
+            "A payout with this client_reference already exists with different data.",
+            "The client_reference exists with a different amount, currency, destination or "
+            "metadata.",
+        ),
+        ErrorAnswer(
+            411,
+            "length_required",
+            "Send the body with a Content-Length header (chunked bodies are not read).",
+            "A chunked body: send it with a Content-Length header.",
+        ),
+        ErrorAnswer(
+            413,
+            "request_too_large",
+            f"The request body exceeds {MAX_BODY_BYTES} bytes.",
+            "The body is larger than 64 KiB.",
+        ),
+        ErrorAnswer(
+            415,
+            "unsupported_media_type",
+            "The API takes application/json only.",
+            "The body is not JSON.",
+        ),
+        ErrorAnswer(
+            429, "throttled", "Request was throttled.", "Too many requests; see Retry-After."
+        ),
+        ErrorAnswer(
+            500, "internal_error", "Something went wrong on our side.", "A bug on our side."
+        ),
+        ErrorAnswer(
+            503,
+            "service_unavailable",
+            "The service is briefly unavailable; retry shortly.",
+            "The database is briefly unavailable; nothing was stored. Retry (creation is "
+            "idempotent).",
+            retry_after=1,
+        ),
+    )
+}
+
+
+def _drf_message(exc: Any) -> str:
+    # DRF's own text is specific ('Method "DELETE" not allowed.'); keep it.
+    return str(exc.detail)
+
+
+@dataclass(frozen=True)
+class ErrorMapping:
+    """Which code an error gets, and what its answer says beyond the code's defaults."""
+
+    error: type[BaseException]
+    code: str
+    message: Callable[[Any], str] | None = None
+    details: Callable[[Any], dict[str, Any]] = lambda exc: {}
+
+
+# First match wins: subclasses before their bases.
+EXCEPTIONS: tuple[ErrorMapping, ...] = (
+    ErrorMapping(PayoutNotFound, "not_found", lambda exc: "No such payout request."),
+    ErrorMapping(
+        PayoutNotCancelable,
+        "payout_not_cancelable",
+        lambda exc: (
+            f"The payout is {exc.payout.status}; only NEW or PROCESSING payouts can be canceled."
+        ),
+        lambda exc: {"payout_status": exc.payout.status},
+    ),
+    ErrorMapping(
+        ClientReferenceConflict,
+        "client_reference_conflict",
+        details=lambda exc: {
+            "payout_id": str(exc.existing.pk),
+            "conflicting_fields": exc.fields,
+        },
+    ),
+    ErrorMapping(LengthRequired, "length_required"),
+    ErrorMapping(RequestTooLarge, "request_too_large"),
+    # Django refuses to buffer bodies over DATA_UPLOAD_MAX_MEMORY_SIZE before our parser's own
+    # (smaller) cap can see them; the client's mistake is the same.
+    ErrorMapping(RequestDataTooBig, "request_too_large"),
+    # The database is unreachable or restarting: nothing was stored, the client may retry.
+    ErrorMapping(OperationalError, "service_unavailable"),
+    ErrorMapping(InterfaceError, "service_unavailable"),
+    ErrorMapping(Http404, "not_found"),
+    ErrorMapping(exceptions.NotFound, "not_found"),
+    ErrorMapping(PermissionDenied, "permission_denied"),
+    ErrorMapping(exceptions.PermissionDenied, "permission_denied", _drf_message),
+    ErrorMapping(
+        exceptions.ValidationError,
+        "validation_error",
+        details=lambda exc: {"errors": _field_errors(exc.detail)},
+    ),
+    ErrorMapping(exceptions.ParseError, "malformed_json", _drf_message),
+    ErrorMapping(exceptions.NotAuthenticated, "not_authenticated", _drf_message),
+    ErrorMapping(exceptions.AuthenticationFailed, "authentication_failed", _drf_message),
+    ErrorMapping(exceptions.MethodNotAllowed, "method_not_allowed", _drf_message),
+    ErrorMapping(exceptions.NotAcceptable, "not_acceptable", _drf_message),
+    ErrorMapping(exceptions.UnsupportedMediaType, "unsupported_media_type", _drf_message),
+    ErrorMapping(exceptions.Throttled, "throttled", _drf_message),
+)
 
 
 def problem(http_status: int, code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -56,6 +211,12 @@ def problem(http_status: int, code: str, message: str, **extra: Any) -> dict[str
         "message": message,
         **extra,
     }
+
+
+def answer_problem(code: str, message: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The problem document of a code from ANSWERS, with its default message unless given."""
+    answer = ANSWERS[code]
+    return problem(answer.status, code, message or answer.message, **extra)
 
 
 def _field_errors(detail: Any, path: str = "") -> list[dict[str, str]]:
@@ -78,95 +239,57 @@ def _field_errors(detail: Any, path: str = "") -> list[dict[str, str]]:
     return [{"field": field, "code": getattr(detail, "code", "invalid"), "message": str(detail)}]  # type: ignore[dict-item]
 
 
-def _problem_for(exc: Exception) -> tuple[int, dict[str, Any]] | None:
-    if isinstance(exc, PayoutNotFound):
-        return 404, problem(404, "not_found", "No such payout request.")
-    if isinstance(exc, PayoutNotCancelable):
-        return 400, problem(
-            400,
-            "payout_not_cancelable",
-            f"The payout is {exc.payout.status}; only NEW or PROCESSING payouts can be canceled.",
-            payout_status=exc.payout.status,
-        )
-    if isinstance(exc, ClientReferenceConflict):
-        return 409, problem(
-            409,
-            "client_reference_conflict",
-            "A payout with this client_reference already exists with different data.",
-            payout_id=str(exc.existing.pk),
-            conflicting_fields=exc.fields,
-        )
-    if isinstance(exc, RequestDataTooBig):
-        # Django refuses to buffer bodies over DATA_UPLOAD_MAX_MEMORY_SIZE before our parser's
-        # own (smaller) cap can see them; the client's mistake is the same.
-        exc = RequestTooLarge()
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        # The database is unreachable or restarting: nothing was stored, the client may retry
-        # (creation is idempotent by client_reference).
-        logger.error("database unavailable: %s", exc)
-        return 503, problem(
-            503, "service_unavailable", "The service is briefly unavailable; retry shortly."
-        )
-    if isinstance(exc, Http404):
-        return 404, problem(404, "not_found", "Not found.")
-    if isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-    if isinstance(exc, exceptions.ValidationError):
-        errors = _field_errors(exc.detail)
-        return 400, problem(400, "validation_error", "The request is invalid.", errors=errors)
-    if isinstance(exc, exceptions.APIException):
-        code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
-        code = CODE_OVERRIDES.get(str(code), str(code))
-        return exc.status_code, problem(exc.status_code, code, str(exc.detail))
-    return None
+def mapping_for(exc: BaseException) -> ErrorMapping | None:
+    return next((mapping for mapping in EXCEPTIONS if isinstance(exc, mapping.error)), None)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: known errors become problem documents; others propagate (500)."""
-    mapped = _problem_for(exc)
-    if mapped is None:
+    mapping = mapping_for(exc)
+    if mapping is None:
         return None
-    http_status, body = mapped
+    answer = ANSWERS[mapping.code]
+    if answer.code == "service_unavailable":
+        logger.error("database unavailable: %s", exc)
+    message = mapping.message(exc) if mapping.message else answer.message
+    body = problem(answer.status, answer.code, message, **mapping.details(exc))
     headers: dict[str, str] = {}
-    if isinstance(exc, exceptions.APIException):
-        if auth_header := getattr(exc, "auth_header", None):
-            headers["WWW-Authenticate"] = auth_header
-        if wait := getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(wait))
-    if http_status == 503:
-        headers["Retry-After"] = "1"
+    if auth_header := getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = auth_header  # set by DRF's view for 401s
+    retry_after = getattr(exc, "wait", None) or answer.retry_after
+    if retry_after:
+        headers["Retry-After"] = str(int(retry_after))
     set_rollback()
-    return Response(body, status=http_status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+    return Response(body, status=answer.status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
 
 
-def _django_problem(http_status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse(
-        problem(http_status, code, message), status=http_status, content_type=PROBLEM_CONTENT_TYPE
-    )
+def _django_problem(code: str, message: str | None = None) -> JsonResponse:
+    body = answer_problem(code, message)
+    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
 
 
 # Django-level handlers (config/urls.py) for errors raised outside DRF views: unknown URLs,
 # disallowed hosts, crashes. They answer in the same shape.
 def method_not_allowed(method: str, *, allowed: tuple[str, ...]) -> JsonResponse:
-    response = _django_problem(405, "method_not_allowed", f'Method "{method}" not allowed.')
+    response = _django_problem("method_not_allowed", f'Method "{method}" not allowed.')
     response["Allow"] = ", ".join(allowed)
     return response
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _django_problem(400, "bad_request", "The request could not be understood.")
+    return _django_problem("bad_request")
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _django_problem(403, "permission_denied", "You do not have permission for this.")
+    return _django_problem("permission_denied")
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith("/admin/"):
         # People read the admin in a browser: keep Django's HTML page there.
         return defaults.page_not_found(request, exception or Http404())
-    return _django_problem(404, "not_found", "Not found.")
+    return _django_problem("not_found")
 
 
 def handler500(request: HttpRequest) -> JsonResponse:
-    return _django_problem(500, "internal_error", "Something went wrong on our side.")
+    return _django_problem("internal_error")

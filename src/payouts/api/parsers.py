@@ -4,24 +4,20 @@ import json
 from decimal import Decimal
 from typing import IO, Any
 
-from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 # A payout with all its metadata fits in ~12 KB; refuse to buffer anything much larger.
 MAX_BODY_BYTES = 64 * 1024
 
 
-class LengthRequired(APIException):
-    status_code = status.HTTP_411_LENGTH_REQUIRED
-    default_detail = "Send the body with a Content-Length header (chunked bodies are not read)."
-    default_code = "length_required"
+# Plain exceptions: api/errors.py decides their HTTP answers (411 and 413).
+class LengthRequired(Exception):
+    """A chunked body: Django reads bodies by Content-Length only and would see it empty."""
 
 
-class RequestTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = f"The request body exceeds {MAX_BODY_BYTES} bytes."
-    default_code = "request_too_large"
+class RequestTooLarge(Exception):
+    """The body is larger than MAX_BODY_BYTES."""
 
 
 class StrictJSONParser(JSONParser):

@@ -2,10 +2,10 @@
 
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -20,13 +20,6 @@ METADATA_VALUE_MAX_LENGTH = 500
 AMOUNT_TEXT = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
 
 
-# Three letters (checked against the ISO 4217 list afterwards); the pattern also documents the
-# field in the OpenAPI schema.
-CURRENCY_FORMAT = RegexValidator(
-    r"^[A-Za-z]{3}$", "Not a supported ISO 4217 currency code.", code="invalid_currency"
-)
-
-
 class StrictCharField(serializers.CharField):
     """A CharField that takes strings only: DRF's coerces numbers, which hides client bugs."""
 
@@ -36,6 +29,75 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+# The schema lists the codes in their canonical upper case so that anything a client (or a
+# schema fuzzer) picks from the enum is accepted; lower and mixed case are accepted too.
+@extend_schema_field(
+    {
+        "type": "string",
+        "enum": sorted(money.payable_currencies()),
+        "description": "ISO 4217 alphabetic code; any case is accepted (rub -> RUB).",
+    }
+)
+class CurrencyField(StrictCharField):
+    """An active ISO 4217 code with a minor unit, in any case; returns it upper-case."""
+
+    default_error_messages = {"invalid_currency": "Not a supported ISO 4217 currency code."}
+
+    def to_internal_value(self, data: Any) -> str:
+        try:
+            return money.normalize_currency(super().to_internal_value(data))
+        except money.UnknownCurrency:
+            self.fail("invalid_currency")
+
+
+# RFC 3339 date-time ("T" or a space; no offset means UTC) or a bare date (midnight UTC).
+# Written out rather than datetime.fromisoformat, whose accepted forms differ between Python
+# versions; [0-9], not \d, which matches any Unicode digit.
+INSTANT_TEXT = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:[Tt ](?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.(?P<fraction>[0-9]+))?)?)"
+    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+INSTANT_FORMATS = (
+    "an ISO 8601 date-time such as 2026-01-10T12:00:00Z or 2026-01-10T15:00:00+03:00 "
+    '(no offset means UTC; send "+" as %2B in a URL), or a date such as 2026-01-10 '
+    "(midnight UTC)"
+)
+
+
+@extend_schema_field(
+    {"type": "string", "format": "date-time", "description": f"Either {INSTANT_FORMATS}."}
+)
+class InstantField(serializers.Field):
+    """A point in time for a filter, always aware and in UTC."""
+
+    default_error_messages = {"invalid": f"Use {INSTANT_FORMATS}."}
+
+    def to_internal_value(self, data: Any) -> datetime:
+        match = INSTANT_TEXT.fullmatch(data) if isinstance(data, str) else None
+        if match is None:
+            self.fail("invalid")
+        clock, fraction, offset = match["time"] or "00:00", match["fraction"], match["offset"]
+        if fraction is not None:
+            # Microseconds are the finest the database keeps; finer digits are dropped.
+            clock = clock[: clock.index(".")] + "." + fraction[:6].ljust(6, "0")
+        try:
+            instant = datetime.fromisoformat(f"{match['date']}T{clock}")
+            zone = timezone.utc
+            if offset and offset not in "Zz":
+                hours, minutes = int(offset[1:3]), int(offset[4:6])
+                sign = -1 if offset[0] == "-" else 1
+                zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
+            return instant.replace(tzinfo=zone).astimezone(timezone.utc)
+        except (ValueError, OverflowError):
+            # Out-of-range fields (month 13, hour 25, offset +24:00), or an instant with no UTC
+            # equivalent (year 1 at +14:00).
+            self.fail("invalid")
+
+    def to_representation(self, value: Any) -> str:
+        return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 @extend_schema_field({"type": "string", "pattern": r"^\d+(\.\d+)?$", "example": "1500.00"})
@@ -107,8 +169,9 @@ class PayoutCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         help_text="Your own id for this payout; creating twice with it is idempotent.",
     )
     amount = AmountField(help_text="Decimal string with at most the currency's minor-unit digits.")
-    currency = StrictCharField(
-        validators=[CURRENCY_FORMAT], help_text="ISO 4217 alphabetic code, any case (rub -> RUB)."
+    currency = CurrencyField(
+        help_text="ISO 4217 alphabetic code: one of the enum's upper-case codes, in any case "
+        "(rub -> RUB)."
     )
     destination = StrictCharField(
         max_length=255, trim_whitespace=False, help_text="Payout details, stored as given."
@@ -129,14 +192,6 @@ class PayoutCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
                 code="invalid_client_reference",
             )
         return value
-
-    def validate_currency(self, value: str) -> str:
-        try:
-            return money.normalize_currency(value)
-        except money.UnknownCurrency:
-            raise serializers.ValidationError(
-                "Not a supported ISO 4217 currency code.", code="invalid_currency"
-            ) from None
 
     def validate_destination(self, value: str) -> str:
         if not value.strip():
@@ -213,6 +268,22 @@ class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer
     unknown_message = "Unknown query parameter."
 
     def to_internal_value(self, data: Any) -> Any:
+        # A QueryDict answers the last of repeated values: "?status=NEW&status=PAID" would
+        # silently filter PAID only. The comma list is the documented form for several values.
+        lists = data.lists() if hasattr(data, "lists") else ()
+        if repeated := sorted(name for name, values in lists if len(values) > 1):
+            raise serializers.ValidationError(
+                {
+                    name: [
+                        serializers.ErrorDetail(
+                            "Given more than once; give it once (status takes a comma list: "
+                            "status=NEW,PAID).",
+                            code="repeated_parameter",
+                        )
+                    ]
+                    for name in repeated
+                }
+            )
         # DRF reads "?status=" as if the parameter were absent; a filter that silently filters
         # nothing is a client bug worth reporting.
         if blank := sorted(name for name, value in data.items() if value == ""):
@@ -227,12 +298,20 @@ class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer
     status = serializers.CharField(
         required=False, help_text="One status or a comma list: NEW,PROCESSING"
     )
-    currency = serializers.CharField(
-        required=False, validators=[CURRENCY_FORMAT], help_text="ISO 4217 code, any case."
+    currency = CurrencyField(
+        required=False,
+        help_text="ISO 4217 code: one of the enum's upper-case codes, in any case (rub).",
     )
     client_reference = serializers.CharField(required=False, max_length=64, trim_whitespace=False)
-    created_after = serializers.DateTimeField(required=False, help_text="Inclusive, ISO 8601.")
-    created_before = serializers.DateTimeField(required=False, help_text="Exclusive, ISO 8601.")
+    created_after = InstantField(
+        required=False,
+        help_text=f"Created at or after this instant (inclusive): {INSTANT_FORMATS}.",
+    )
+    created_before = InstantField(
+        required=False,
+        help_text=f"Created before this instant (exclusive): {INSTANT_FORMATS}. So "
+        "created_after=2026-01-01&created_before=2026-02-01 is all of January.",
+    )
     limit = serializers.IntegerField(
         required=False, min_value=1, max_value=200, help_text="1-200, default 50."
     )
@@ -246,14 +325,6 @@ class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer
                 code="invalid_choice",
             )
         return statuses
-
-    def validate_currency(self, value: str) -> str:
-        try:
-            return money.normalize_currency(value)
-        except money.UnknownCurrency:
-            raise serializers.ValidationError(
-                "Not a supported ISO 4217 currency code.", code="invalid_currency"
-            ) from None
 
 
 class ProblemFieldErrorSerializer(serializers.Serializer):

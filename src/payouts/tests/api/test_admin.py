@@ -1,7 +1,11 @@
 """The back office: staff see every payout, and the cancel action goes through the service."""
 
+import json
+
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import User
 from django.test import TestCase
+from rest_framework.test import APIClient
 
 from payouts import transitions
 from payouts.models import (
@@ -91,7 +95,70 @@ class AdminTests(TestCase):
         self.assertEqual(self.paid.status, PayoutStatus.PAID)
         event = PayoutEvent.objects.get(payout=self.new, to_status=PayoutStatus.CANCELED)
         self.assertEqual(event.actor, EventActor.ADMIN)
-        self.assertIn("ops", event.reason)
+
+    def test_admin_cancel_keeps_the_staff_username_out_of_the_merchants_history(self) -> None:
+        self.client.post(
+            CHANGELIST, {"action": "cancel_payouts", "_selected_action": [self.new.pk]}
+        )
+        event = PayoutEvent.objects.get(payout=self.new, to_status=PayoutStatus.CANCELED)
+        self.assertEqual(event.actor, EventActor.ADMIN)
+        self.assertNotIn("ops", event.reason)
+        # What the merchant reads through the API:
+        _, key = ApiKey.objects.create_key(name="k", client=self.merchant)
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        history = api.get(f"/api/v1/payout-requests/{self.new.pk}/events/").json()["results"]
+        self.assertEqual(history[-1]["actor"], "admin")
+        self.assertNotIn("ops", json.dumps(history))
+        # Staff find who did it in the admin log, on the payout's history page.
+        entry = LogEntry.objects.get(object_id=str(self.new.pk))
+        self.assertEqual(entry.user, self.staff)
+        self.assertEqual(entry.action_flag, CHANGE)
+        history_page = self.client.get(f"{CHANGELIST}{self.new.pk}/history/")
+        self.assertContains(history_page, "Canceled with the admin action.")
+        # A payout the action could not cancel has no log entry.
+        self.assertFalse(LogEntry.objects.filter(object_id=str(self.paid.pk)).exists())
+
+    def test_amounts_show_the_currencys_digits_on_every_admin_page(self) -> None:
+        eur = PayoutRequest.objects.create(
+            client=self.merchant,
+            client_reference="eur-5",
+            amount="5",
+            currency="EUR",
+            destination="sandbox:success",
+        )
+        jpy = PayoutRequest.objects.create(
+            client=self.merchant,
+            client_reference="jpy-700",
+            amount="700",
+            currency="JPY",
+            destination="sandbox:success",
+        )
+        SandboxLedgerEntry.objects.create(
+            idempotency_key=str(eur.pk), amount="5", currency="EUR", destination="x"
+        )
+        ledger = SandboxLedgerEntry.objects.get()
+        pages = {
+            "payout list": (CHANGELIST, ["5.00", "700", "10.500"]),
+            "payout page": (f"{CHANGELIST}{eur.pk}/change/", ["5.00"]),
+            "JPY payout page": (f"{CHANGELIST}{jpy.pk}/change/", ["700"]),
+            "ledger list": ("/admin/payouts/sandboxledgerentry/", ["5.00"]),
+            "ledger page": (f"/admin/payouts/sandboxledgerentry/{ledger.pk}/change/", ["5.00"]),
+        }
+        for name, (url, shown) in pages.items():
+            with self.subTest(page=name):
+                response = self.client.get(url)
+                self.assertEqual(response.status_code, 200)
+                text = response.content.decode()
+                cells = text.replace("\n", "").replace(" ", "")
+                for amount in shown:
+                    self.assertTrue(f">{amount}<" in cells, f"{amount} not shown on the {name}")
+                for wrong in ("5.000", "700.000", "10.5000"):
+                    self.assertFalse(wrong in text, f"{wrong} shown on the {name}")
+        eur.refresh_from_db()
+        jpy.refresh_from_db()
+        self.assertEqual(str(eur), "eur-5 (5.00 EUR, NEW)")
+        self.assertEqual(str(jpy), "jpy-700 (700 JPY, NEW)")
 
     def test_the_librarys_unused_key_model_is_not_offered(self) -> None:
         self.assertEqual(self.client.get("/admin/rest_framework_api_key/apikey/").status_code, 404)

@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 from unittest import mock
 
+from payouts import money
 from payouts.models import EventActor, PayoutEvent, PayoutRequest, PayoutStatus
 from payouts.tasks import process_payout
 
@@ -472,3 +473,15 @@ class CreateQueueingTests(ApiTestCase):
         payout = PayoutRequest.objects.get(pk=response.json()["id"])
         self.assertEqual(payout.status, PayoutStatus.NEW)
         self.assertIsNotNone(payout.lease_expires_at)  # the recovery sweep will find it
+
+
+class CurrencyEnumAcceptedTests(ApiTestCase):
+    # The OpenAPI document lists these codes as the currency enum (test_openapi_document).
+    def test_every_code_in_the_schemas_enum_is_accepted_in_any_case(self) -> None:
+        codes = sorted(money.payable_currencies())
+        for index, code in enumerate(codes):
+            spelled = code.lower() if index % 2 else code
+            with self.subTest(currency=spelled):
+                response = self.create(client_reference=f"c-{code}", amount="1", currency=spelled)
+                self.assertEqual(response.status_code, 201, response.content)
+                self.assertEqual(response.json()["currency"], code)

@@ -1,9 +1,12 @@
 """GET /payout-requests/: newest first, cursor pagination, filters, 400 for bad queries."""
 
+import uuid
+from base64 import urlsafe_b64encode
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+from payouts.api.pagination import Cursor
 from payouts.models import PayoutRequest, PayoutStatus
 
 from .helpers import LIST_URL, ApiTestCase
@@ -158,11 +161,102 @@ class ListPayoutsTests(ApiTestCase):
                     self.client.get(f"{LIST_URL}?cursor={cursor}"), ("cursor", "invalid_cursor")
                 )
 
-    def test_huge_cursor_offset_is_not_an_error(self) -> None:
+    def test_cursor_past_the_last_row_is_an_empty_page_not_an_error(self) -> None:
         self.make_payouts(2)
-        response = self.client.get(f"{LIST_URL}?cursor=bz0xMDAwMDAwMDAwMDAwMDAwMDAwMDA%3D")
+        oldest_possible = datetime(1, 1, 1, tzinfo=timezone.utc)
+        cursor = Cursor("next", oldest_possible, uuid.UUID(int=0)).encode()
+        response = self.client.get(f"{LIST_URL}?cursor={cursor}")
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response.json()["results"], [])
+
+    # A cursor in our format but with a position we could not have issued must be a 400 (and
+    # must not reach the database as a 500).
+    def test_cursor_in_our_format_with_a_bad_position_is_400(self) -> None:
+        self.make_payouts(2)
+        self.client.raise_request_exception = False
+        some_id = "6f1c2a4e-8d53-4b7e-9a51-2f0e6c3d9b10"
+        for text in (
+            f"n|2026|{some_id}",
+            f"n|not-a-date|{some_id}",
+            f"n|2026-01-10T12:00:00|{some_id}",  # naive
+            f"n|0001-01-01T00:00:00+14:00|{some_id}",  # no UTC equivalent
+            f"p|9999-12-31T23:59:59-14:00|{some_id}",
+            "n|2026-01-10T12:00:00+00:00|not-a-uuid",
+            f"x|2026-01-10T12:00:00+00:00|{some_id}",
+            f"n|2026-01-10T12:00:00+00:00|{some_id}|extra",
+            f"n|2026-01-10T15:00:00+03:00|{some_id}",  # not the UTC spelling we issue
+            f"n|2026-01-10T12:00:00+00:00|{some_id.upper()}",
+        ):
+            cursor = urlsafe_b64encode(text.encode()).decode().rstrip("=")
+            with self.subTest(cursor=text):
+                response = self.client.get(f"{LIST_URL}?cursor={cursor}")
+                self.assertValidationError(response, ("cursor", "invalid_cursor"))
+
+    def test_an_issued_cursor_edited_is_400(self) -> None:
+        self.make_payouts(3)
+        cursor = parse_qs(urlsplit(self.client.get(f"{LIST_URL}?limit=1").json()["next"]).query)[
+            "cursor"
+        ][0]
+        for edited in (cursor + "=", cursor + "==", cursor.swapcase(), cursor[:-1], cursor + "A"):
+            with self.subTest(cursor=edited):
+                response = self.client.get(f"{LIST_URL}?{urlencode({'cursor': edited})}")
+                self.assertValidationError(response, ("cursor", "invalid_cursor"))
+
+    def walk(self, url: str | None, link: str) -> list[list[str]]:
+        """Follow `link` ("next" or "previous") from url; the ids of each page visited."""
+        pages: list[list[str]] = []
+        while url:
+            response = self.client.get(url)
+            pages.append(self.ids(response))
+            url = response.json()[link]
+            self.assertLessEqual(len(pages), 10)
+        return pages
+
+    def test_previous_walks_back_every_row_when_created_at_ties(self) -> None:
+        # DRF's cursor returned 4 of these 6 rows on the way back (positions on created_at only).
+        for same_time in (True, False):
+            with self.subTest(same_time=same_time):
+                PayoutRequest.objects.all().delete()
+                payouts = self.make_payouts(7, same_time=same_time)
+                forward = self.walk(f"{LIST_URL}?limit=3", "next")
+                self.assertEqual([len(page) for page in forward], [3, 3, 1])
+                newest_first = [id for page in forward for id in page]
+                self.assertEqual(sorted(newest_first), sorted(str(p.pk) for p in payouts))
+                self.assertEqual(len(set(newest_first)), 7)
+                last = self.client.get(f"{LIST_URL}?limit=3")
+                for _ in range(2):
+                    last = self.client.get(last.json()["next"])
+                self.assertIsNone(last.json()["next"])
+                backward = self.walk(last.json()["previous"], "previous")
+                self.assertEqual(backward, forward[-2::-1])
+
+    def test_pages_follow_created_at_then_id_in_both_directions(self) -> None:
+        # Three rows at T0 and two at T0+1h: the order is (created_at, id) descending.
+        payouts = self.make_payouts(3, same_time=True)
+        later = [self.created_payout(client_reference=f"later-{i}") for i in range(2)]
+        PayoutRequest.objects.filter(pk__in=[p.pk for p in later]).update(
+            created_at=T0 + timedelta(hours=1)
+        )
+        expected = [
+            str(p.pk)
+            for p in sorted(
+                PayoutRequest.objects.filter(pk__in=[p.pk for p in payouts + later]),
+                key=lambda p: (p.created_at, p.pk),
+                reverse=True,
+            )
+        ]
+        for limit in (1, 2, 4):
+            with self.subTest(limit=limit):
+                forward = self.walk(f"{LIST_URL}?limit={limit}", "next")
+                self.assertEqual([id for page in forward for id in page], expected)
+                response = self.client.get(f"{LIST_URL}?limit={limit}")
+                while response.json()["next"]:
+                    response = self.client.get(response.json()["next"])
+                backward = self.walk(response.json()["previous"], "previous")
+                self.assertEqual(
+                    [id for page in reversed(backward) for id in page] + forward[-1],
+                    expected,
+                )
 
     def test_filter_by_single_status(self) -> None:
         new, paid, canceled = self.make_payouts(3)
@@ -249,9 +343,73 @@ class ListPayoutsTests(ApiTestCase):
         query = urlencode({"created_after": "2026-01-10T12:30:00"})
         self.assertEqual(self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(payouts[1].pk)])
 
+    def test_a_date_means_midnight_utc_after_inclusive_before_exclusive(self) -> None:
+        # T0 is 2026-01-10 12:00 UTC; one payout the day before, one on it, one the day after.
+        before, on, after = self.make_payouts(3)
+        PayoutRequest.objects.filter(pk=before.pk).update(created_at=T0 - timedelta(days=1))
+        PayoutRequest.objects.filter(pk=on.pk).update(created_at=T0)
+        PayoutRequest.objects.filter(pk=after.pk).update(created_at=T0 + timedelta(days=1))
+        midnight = PayoutRequest.objects.create(
+            client=self.merchant,
+            client_reference="midnight",
+            amount="1",
+            currency="RUB",
+            destination="d",
+            lease_expires_at=T0,
+        )
+        PayoutRequest.objects.filter(pk=midnight.pk).update(
+            created_at=datetime(2026, 1, 10, tzinfo=timezone.utc)
+        )
+        query = urlencode({"created_after": "2026-01-10", "created_before": "2026-01-11"})
+        self.assertEqual(
+            self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(on.pk), str(midnight.pk)]
+        )
+        query = urlencode({"created_before": "2026-01-10"})
+        self.assertEqual(self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(before.pk)])
+
+    def test_created_filters_take_rfc3339_forms(self) -> None:
+        payouts = self.make_payouts(2)  # T0 and T0+1h
+        for value in (
+            "2026-01-10T12:30:00Z",
+            "2026-01-10t12:30:00z",
+            "2026-01-10T12:30Z",
+            "2026-01-10T12:30:00.000001Z",
+            "2026-01-10T12:30:00.1234567890Z",
+            "2026-01-10T15:30:00+03:00",
+            "2026-01-10T07:30:00-05:00",
+            "2026-01-10T12:30:00",
+            "2026-01-10 12:30:00Z",  # RFC 3339 allows a space for readability
+        ):
+            with self.subTest(value=value):
+                query = urlencode({"created_after": value})
+                self.assertEqual(
+                    self.ids(self.client.get(f"{LIST_URL}?{query}")), [str(payouts[1].pk)]
+                )
+
+    def test_bad_datetime_filter_message_lists_the_accepted_forms(self) -> None:
+        response = self.client.get(f"{LIST_URL}?created_after=yesterday")
+        message = self.assertValidationError(response, ("created_after", "invalid"))["errors"][0][
+            "message"
+        ]
+        for form in ("2026-01-10T12:00:00Z", "+03:00", "2026-01-10", "midnight UTC", "%2B"):
+            self.assertIn(form, message)
+
     def test_bad_datetime_filter_is_400(self) -> None:
         for name in ("created_after", "created_before"):
-            for value in ("yesterday", "2026-13-01T00:00:00Z", "2026-01-01T25:00:00Z", "1e10"):
+            for value in (
+                "yesterday",
+                "2026-13-01T00:00:00Z",
+                "2026-01-01T25:00:00Z",
+                "1e10",
+                "2026-01-10T15:30:00 03:00",  # an unencoded "+" arrives as a space
+                "2026-01-10T12:00:00+24:00",
+                "0001-01-01T00:00:00+14:00",
+                "20260110",
+                "2026-W02-1",
+                "2026-01-10T12",
+                "2026-01-10T12:00:00+0300",
+                "\uff19\uff19\uff19\uff19-01-01",  # full-width digits
+            ):
                 with self.subTest(name=name, value=value):
                     response = self.client.get(f"{LIST_URL}?{urlencode({name: value})}")
                     self.assertValidationError(response, (name, "invalid"))
@@ -262,6 +420,29 @@ class ListPayoutsTests(ApiTestCase):
                 response = self.client.get(f"{LIST_URL}?{query}")
                 name = query.partition("=")[0]
                 self.assertValidationError(response, (name, "unknown_parameter"))
+
+    def test_repeated_query_parameter_is_400_not_narrowed(self) -> None:
+        new, paid = self.make_payouts(2)
+        self.move(paid, PayoutStatus.PROCESSING, PayoutStatus.PAID)
+        for query in (
+            "status=NEW&status=PAID",
+            "currency=RUB&currency=USD",
+            "client_reference=ref-000&client_reference=ref-001",
+            "created_after=2026-01-01&created_after=2026-02-01",
+            "created_before=2026-01-01&created_before=2026-02-01",
+            "limit=1&limit=2",
+            "cursor=a&cursor=b",
+            "status=NEW&status=NEW",
+        ):
+            with self.subTest(query=query):
+                response = self.client.get(f"{LIST_URL}?{query}")
+                name = query.partition("=")[0]
+                self.assertValidationError(response, (name, "repeated_parameter"))
+        # The documented form for several statuses still works.
+        self.assertEqual(
+            set(self.ids(self.client.get(f"{LIST_URL}?status=NEW,PAID"))),
+            {str(new.pk), str(paid.pk)},
+        )
 
     def test_filters_combine(self) -> None:
         a = self.created_payout(client_reference="a", currency="USD")

@@ -5,7 +5,7 @@ from typing import Any
 
 from rest_framework.test import APIClient
 
-from payouts import services
+from payouts import errors, services
 from payouts.models import ApiKey, PayoutEvent, PayoutRequest
 
 from .support import ConcurrencyTestCase, run_concurrently
@@ -50,7 +50,7 @@ class ConcurrentCreateTests(ConcurrencyTestCase):
         results = run_concurrently(create, 20)
 
         created = [r for r in results if isinstance(r, services.PayoutCreated)]
-        conflicts = [r for r in results if isinstance(r, services.ClientReferenceConflict)]
+        conflicts = [r for r in results if isinstance(r, errors.ClientReferenceConflict)]
         self.assertEqual(len(created), 1, results)
         self.assertTrue(created[0].created)
         self.assertEqual(len(conflicts), 19, results)

@@ -5,7 +5,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from payouts import services
+from payouts import errors, services
 from payouts.models import (
     FINAL_STATUSES,
     EventActor,
@@ -135,7 +135,7 @@ class ConcurrentStatusMoveTests(ConcurrencyTestCase):
                 late = PayoutEvent.objects.filter(payout_id=payout_id, applied=False)
                 self.assertEqual(len(self.final_events(payout_id)), 1)
                 self.assertEqual(processed, payout.status)
-                if isinstance(canceled, services.PayoutNotCancelable):
+                if isinstance(canceled, errors.PayoutNotCancelable):
                     # The worker finished first: PAID, and the cancel changed nothing.
                     self.assertEqual(payout.status, S.PAID)
                     self.assertEqual(payout.provider_reference, entry.reference if entry else None)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from payouts.api.errors import PROBLEM_CONTENT_TYPE, _field_errors, exception_handler
 from payouts.api.parsers import RequestTooLarge
-from payouts.selectors import PayoutNotFound
+from payouts.errors import PayoutNotFound
 
 
 class FieldErrorFlatteningTests(SimpleTestCase):

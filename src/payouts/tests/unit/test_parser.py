@@ -8,6 +8,7 @@ from typing import Any
 from django.test import SimpleTestCase
 from rest_framework.exceptions import ParseError
 
+from payouts.api.errors import exception_handler
 from payouts.api.parsers import MAX_BODY_BYTES, RequestTooLarge, StrictJSONParser
 
 
@@ -90,8 +91,10 @@ class StrictJSONParserTests(SimpleTestCase):
         body = b'{"a": "' + b"x" * MAX_BODY_BYTES + b'"}'
         with self.assertRaises(RequestTooLarge) as caught:
             parse(body)
-        self.assertEqual(caught.exception.status_code, 413)
-        self.assertEqual(caught.exception.default_code, "request_too_large")
+        # The HTTP answer comes from the one error table, not from the exception.
+        response = exception_handler(caught.exception, {})
+        assert response is not None
+        self.assertEqual((response.status_code, response.data["code"]), (413, "request_too_large"))
 
     def test_parse_error_is_a_400(self) -> None:
         with self.assertRaises(ParseError) as caught:

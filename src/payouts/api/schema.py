@@ -1,0 +1,169 @@
+"""OpenAPI metadata for the views (drf-spectacular), kept beside them rather than inside them.
+
+Error responses are built from the error table in api/errors.py: each documented status lists
+the codes it can carry, and each example is the very body `errors.answer_problem` produces.
+"""
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+
+from .errors import ANSWERS, PROBLEM_CONTENT_TYPE, answer_problem
+from .serializers import (
+    PayoutCreateSerializer,
+    PayoutEventSerializer,
+    PayoutListQuerySerializer,
+    PayoutSerializer,
+    ProblemSerializer,
+)
+
+# Example bodies beyond the code's defaults, for the codes whose answers carry more.
+EXAMPLE_EXTRAS: dict[str, dict[str, Any]] = {
+    "validation_error": {
+        "errors": [
+            {
+                "field": "amount",
+                "code": "too_many_decimal_places",
+                "message": "JPY amounts take at most 0 decimal places.",
+            }
+        ]
+    },
+    "payout_not_cancelable": {
+        "message": "The payout is PAID; only NEW or PROCESSING payouts can be canceled.",
+        "payout_status": "PAID",
+    },
+    "client_reference_conflict": {
+        "payout_id": "6f1c2a4e-8d53-4b7e-9a51-2f0e6c3d9b10",
+        "conflicting_fields": ["amount"],
+    },
+    "not_found": {"message": "No such payout request."},
+    "method_not_allowed": {"message": 'Method "DELETE" not allowed.'},
+    "unsupported_media_type": {"message": 'Unsupported media type "text/plain" in request.'},
+}
+
+
+def _example(code: str) -> OpenApiExample:
+    extra = dict(EXAMPLE_EXTRAS.get(code, {}))
+    body = answer_problem(code, extra.pop("message", None), **extra)
+    return OpenApiExample(
+        code.replace("_", " ").capitalize(),
+        value=body,
+        response_only=True,
+        status_codes=[str(body["status"])],
+    )
+
+
+def errors(*codes: str) -> dict[tuple[int, str], OpenApiResponse]:
+    """The problem responses for these codes, one per HTTP status, with an example per code."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(ANSWERS[code].status, []).append(code)
+    return {
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            ProblemSerializer,
+            description=" ".join(
+                f"`{code}`: {ANSWERS[code].when}" if len(group) > 1 else ANSWERS[code].when
+                for code in group
+            ),
+            examples=[_example(code) for code in group],
+        )
+        for status, group in sorted(by_status.items())
+    }
+
+
+# Every endpoint can answer these.
+COMMON_ERRORS = ("not_authenticated", "authentication_failed", "service_unavailable")
+
+PAYOUT_ID = OpenApiParameter(
+    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The payout's id."
+)
+
+CREATE_EXAMPLE = OpenApiExample(
+    "Payout",
+    value={
+        "client_reference": "invoice-2024-0042",
+        "amount": "1500.00",
+        "currency": "RUB",
+        "destination": "40817810099910004312",
+        "metadata": {"order_id": "42"},
+    },
+    request_only=True,
+)
+
+# Keyed by viewset action, for extend_schema_view(**PAYOUT_REQUEST_OPERATIONS).
+PAYOUT_REQUEST_OPERATIONS = {
+    "list": extend_schema(
+        summary="List payouts",
+        operation_id="payout_requests_list",
+        description="Your payouts, newest first, cursor-paginated.",
+        parameters=[PayoutListQuerySerializer],
+        responses={
+            200: PayoutSerializer(many=True),
+            **errors("validation_error", *COMMON_ERRORS),
+        },
+    ),
+    "create": extend_schema(
+        summary="Create a payout (idempotent by client_reference)",
+        operation_id="payout_requests_create",
+        request=PayoutCreateSerializer,
+        examples=[CREATE_EXAMPLE],
+        responses={
+            201: OpenApiResponse(
+                PayoutSerializer, description="Created and queued for processing."
+            ),
+            200: OpenApiResponse(
+                PayoutSerializer,
+                description=(
+                    "A payout with this client_reference and the same data exists; "
+                    "nothing new is queued."
+                ),
+            ),
+            **errors(
+                "validation_error",
+                "malformed_json",
+                *COMMON_ERRORS,
+                "client_reference_conflict",
+                "length_required",
+                "request_too_large",
+                "unsupported_media_type",
+            ),
+        },
+    ),
+    "retrieve": extend_schema(
+        summary="Get a payout",
+        operation_id="payout_requests_retrieve",
+        parameters=[PAYOUT_ID],
+        responses={
+            200: PayoutSerializer,
+            **errors(*COMMON_ERRORS, "not_found", "method_not_allowed"),
+        },
+    ),
+    "cancel": extend_schema(
+        summary="Cancel a NEW or PROCESSING payout",
+        operation_id="payout_requests_cancel",
+        parameters=[PAYOUT_ID],
+        request=None,
+        responses={
+            200: OpenApiResponse(PayoutSerializer, description="Canceled."),
+            **errors("payout_not_cancelable", *COMMON_ERRORS, "not_found"),
+        },
+    ),
+    "events": extend_schema(
+        summary="A payout's status history, oldest first",
+        operation_id="payout_requests_events",
+        parameters=[PAYOUT_ID],
+        responses={
+            200: inline_serializer(
+                "PayoutEventList", {"results": PayoutEventSerializer(many=True)}
+            ),
+            **errors(*COMMON_ERRORS, "not_found"),
+        },
+    ),
+}

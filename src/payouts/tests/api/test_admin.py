@@ -1,7 +1,10 @@
 """The back office: staff see every payout, and the cancel action goes through the service."""
 
+from datetime import timedelta
+
 from django.contrib.auth.models import User
 from django.test import TestCase
+from django.utils import timezone
 
 from payouts import transitions
 from payouts.models import (
@@ -40,6 +43,8 @@ class AdminTests(TestCase):
             amount="10.50",
             currency="KWD",
             destination="sandbox:success",
+            # Unfinished payouts always carry a lease (a check constraint says so).
+            lease_expires_at=timezone.now() + timedelta(minutes=3),
         )
 
     def setUp(self) -> None:

@@ -269,14 +269,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 32)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A frozen broker (a hung host: the TCP connection stays open and nothing answers) must not
+# hold a create: every Redis command and connect gives up after this long, and a failed
+# connection is not retried (kombu would otherwise retry for ~6 s). The API publishes without
+# retries (services.payout_enqueue), so a create waits at most about this long for the
+# broker; the recovery sweep queues the payout later. The worker's BRPOP is unaffected: it is
+# read only once Redis answers (its own brpop_timeout), and kombu's health checks catch a
+# half-open consumer connection.
+CELERY_BROKER_SOCKET_TIMEOUT_SECONDS = env_float("CELERY_BROKER_SOCKET_TIMEOUT_SECONDS", 0.75)
+CELERY_BROKER_CONNECTION_TIMEOUT = CELERY_BROKER_SOCKET_TIMEOUT_SECONDS
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Unacknowledged messages of a dead worker come back after this many seconds.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 300),
-    "socket_connect_timeout": 3,
-    "socket_timeout": 10,
+    "socket_connect_timeout": CELERY_BROKER_SOCKET_TIMEOUT_SECONDS,
+    "socket_timeout": CELERY_BROKER_SOCKET_TIMEOUT_SECONDS,
+    "max_retries": 0,
 }
-# A create must answer quickly when the broker is down: publish gives up after ~1 s and the
-# recovery sweep queues the payout later.
+# The worker's own publishes (a task's retry) may retry briefly; the API's do not (see above).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,

@@ -136,17 +136,25 @@ DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 600)
 DATABASE_POOL = env_bool("DATABASE_POOL", True)
 # Per process; a process needs at most one per thread (gunicorn threads, worker threads).
 DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 32)
+# How long a request waits for a pooled connection before it answers 503: with the database
+# down (the pool cannot connect) or every connection busy. Short, so an outage fails fast
+# instead of holding every web thread.
+DATABASE_POOL_TIMEOUT_SECONDS = env_float("DATABASE_POOL_TIMEOUT_SECONDS", 1.0)
 
 if env_str("DATABASE_URL", ""):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
     # Health checks: hand out only live connections, so a database restart fails no requests.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A hung database host: give up connecting after libpq's minimum (2 s), whether a
+        # request connects (no pool) or the pool's background workers do.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
     if DATABASE_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": DATABASE_POOL_MAX_SIZE,
-            "timeout": 10,
+            "timeout": DATABASE_POOL_TIMEOUT_SECONDS,
         }
     else:
         DATABASES["default"]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE

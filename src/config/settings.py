@@ -155,6 +155,11 @@ if env_str("DATABASE_URL", ""):
             "min_size": 1,
             "max_size": DATABASE_POOL_MAX_SIZE,
             "timeout": DATABASE_POOL_TIMEOUT_SECONDS,
+            # A failed connect is retried with doubling delays until this many seconds have
+            # passed (psycopg's default, 300, would let a process keep answering 503 for as
+            # long as the outage lasted once the database is back). Then the next request
+            # starts a fresh attempt at once.
+            "reconnect_timeout": 2,
         }
     else:
         DATABASES["default"]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE

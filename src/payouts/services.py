@@ -73,11 +73,14 @@ BROKER_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def payout_enqueue(payout_id: uuid.UUID, *, task_id: str, recovered: bool = False) -> bool:
+def payout_enqueue(
+    payout_id: uuid.UUID, *, task_id: str, lease_expires_at: datetime, recovered: bool = False
+) -> bool:
     """Publish the processing task `task_id`; True if the broker took it.
 
-    A broker outage is logged (one line) and answered False, after expiring the task's lease
-    so the next recovery sweep publishes again. Any other exception is a bug and propagates.
+    `task_id` and `lease_expires_at` are the lease the payout was given for this task. A broker
+    outage is logged (one line) and answered False, after expiring that lease so the next
+    recovery sweep publishes again. Any other exception is a bug and propagates.
     The publish is bounded: no retries here (the request thread or the sweep waits for it) and
     the transport's socket timeouts (settings) cap each attempt, so a frozen broker costs a
     create about a second, not tens.
@@ -96,7 +99,7 @@ def payout_enqueue(payout_id: uuid.UUID, *, task_id: str, recovered: bool = Fals
             type(exc).__name__,
             exc,
         )
-        lease_expire_after_failed_publish(payout_id, owner=task_id)
+        lease_expire_after_failed_publish(payout_id, owner=task_id, expires_at=lease_expires_at)
         return False
     return True
 
@@ -127,12 +130,12 @@ def payout_create(
         with transaction.atomic():
             # The lease goes to the task about to be published: should the publish fail, only
             # that task's lease is expired (for the sweep), never a later delivery's.
-            task_id = str(uuid.uuid4())
+            task_id, lease_expires_at = str(uuid.uuid4()), _lease_deadline()
             payout = PayoutRequest.objects.create(
                 client=client,
                 client_reference=client_reference,
                 lease_owner=task_id,
-                lease_expires_at=_lease_deadline(),
+                lease_expires_at=lease_expires_at,
                 **data,
             )
             PayoutEvent.objects.create(
@@ -140,12 +143,12 @@ def payout_create(
             )
 
             def enqueue_created_payout() -> None:
-                payout_enqueue(payout.pk, task_id=task_id)
+                payout_enqueue(payout.pk, task_id=task_id, lease_expires_at=lease_expires_at)
 
             # robust: the payout is stored and the client must get its 201 whatever happens
             # here. A bug in the publish path (not a broker outage: that payout_enqueue handles)
-            # is logged at ERROR with its traceback by Django, and the payout's lease expires
-            # for the sweep, whose publish then fails loudly too.
+            # is logged at ERROR with its traceback by Django; once the lease runs out the sweep
+            # tries again (and fails as loudly while the bug lasts).
             transaction.on_commit(enqueue_created_payout, robust=True)
         return PayoutCreated(payout, created=True)
     except IntegrityError:
@@ -350,15 +353,14 @@ def payouts_recover_stale(*, batch_size: int | None = None) -> int:
         : batch_size or settings.PAYOUTS_SWEEP_BATCH_SIZE
     ]:
         assert lease is not None  # lease_expires_at__lt never matches NULL
-        task_id = str(uuid.uuid4())
+        task_id, expires_at = str(uuid.uuid4()), _requeue_deadline(now, created_at)
         if not lease_renew_for_sweep(
-            payout_id,
-            seen_expires_at=lease,
-            owner=task_id,
-            expires_at=_requeue_deadline(now, created_at),
+            payout_id, seen_expires_at=lease, owner=task_id, expires_at=expires_at
         ):
             continue  # another sweep or a delivery got there first
-        if not payout_enqueue(payout_id, recovered=True, task_id=task_id):
+        if not payout_enqueue(
+            payout_id, task_id=task_id, lease_expires_at=expires_at, recovered=True
+        ):
             # The broker is down: every other publish would fail too, each after a timeout.
             # Their leases stay expired (this one's was expired again), so the next sweep
             # tries them all once more.

@@ -150,14 +150,21 @@ def lease_renew_for_sweep(
     )
 
 
-def lease_expire_after_failed_publish(payout_id: uuid.UUID, *, owner: str) -> bool:
+def lease_expire_after_failed_publish(
+    payout_id: uuid.UUID, *, owner: str, expires_at: datetime
+) -> bool:
     """The publish of `owner`'s task failed: expire its lease now, so the next sweep retries.
 
-    Compare-and-set on "unfinished, and the lease is still `owner`'s": if another delivery took
-    the payout meanwhile (the message did arrive after all), its lease stands.
+    Compare-and-set on "unfinished, and the lease is still the one given to `owner` when it was
+    about to be published (same owner, same deadline)". A publish reported failed may still
+    have reached the broker (a timeout after Redis took the message): if that delivery has
+    claimed the payout meanwhile, its claim renewed the lease, and that live lease stands.
     """
     return bool(
         PayoutRequest.objects.filter(
-            pk=payout_id, status__in=UNFINISHED_STATUSES, lease_owner=owner
+            pk=payout_id,
+            status__in=UNFINISHED_STATUSES,
+            lease_owner=owner,
+            lease_expires_at=expires_at,
         ).update(lease_expires_at=timezone.now())
     )

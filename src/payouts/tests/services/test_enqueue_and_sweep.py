@@ -96,33 +96,45 @@ class EnqueueAndSweepTests(TestCase):
         ]
         for outage in outages:
             with self.subTest(outage=type(outage).__name__):
+                deadline = timezone.now() + timedelta(minutes=3)
                 PayoutRequest.objects.filter(pk=payout.pk).update(
-                    lease_owner="task-x", lease_expires_at=timezone.now() + timedelta(minutes=3)
+                    lease_owner="task-x", lease_expires_at=deadline
                 )
                 self.broker.failure = outage
                 with self.assertLogs("payouts.services", "WARNING") as logs:
-                    published = services.payout_enqueue(payout.pk, task_id="task-x")
+                    published = services.payout_enqueue(
+                        payout.pk, task_id="task-x", lease_expires_at=deadline
+                    )
                 self.assertIs(published, False)
                 self.assertIn("could not queue payout", logs.output[0])
                 payout.refresh_from_db()
                 assert payout.lease_expires_at is not None
                 self.assertLessEqual(payout.lease_expires_at, timezone.now())
 
-    def test_a_failed_publish_leaves_a_lease_another_delivery_took_alone(self) -> None:
-        payout = self.create("taken")
+    def test_a_publish_reported_failed_whose_message_arrived_keeps_the_claims_lease(
+        self,
+    ) -> None:
+        # A timeout after Redis took the message: its delivery claimed the payout (renewing the
+        # lease under the same task id) before the publisher gave up.
+        self.broker.failure = None
+        payout = self.create("arrived")
+        task_id, create_lease = payout.lease_owner, payout.lease_expires_at
+        assert create_lease is not None
+        claimed_lease = timezone.now() + timedelta(minutes=3, seconds=7)
         transition(
             payout.pk,
             to=PayoutStatus.PROCESSING,
             actor=services.EventActor.WORKER,
-            lease_owner="other-task",
-            lease_expires_at=timezone.now() + timedelta(minutes=3),
+            lease_owner=task_id,
+            lease_expires_at=claimed_lease,
         )
-        self.broker.failure = KombuOperationalError("connection refused")
+        self.broker.failure = redis.exceptions.TimeoutError("Timeout reading from socket")
         with self.assertLogs("payouts.services", "WARNING"):
-            self.assertFalse(services.payout_enqueue(payout.pk, task_id="late-task"))
+            self.assertFalse(
+                services.payout_enqueue(payout.pk, task_id=task_id, lease_expires_at=create_lease)
+            )
         payout.refresh_from_db()
-        assert payout.lease_expires_at is not None
-        self.assertGreater(payout.lease_expires_at, timezone.now())
+        self.assertEqual(payout.lease_expires_at, claimed_lease)
 
     def test_a_programming_error_in_the_publish_propagates_and_is_not_called_an_outage(
         self,
@@ -130,7 +142,9 @@ class EnqueueAndSweepTests(TestCase):
         payout = self.create("bug")
         self.broker.failure = TypeError("apply_async() got an unexpected keyword argument")
         with self.assertNoLogs("payouts.services", "WARNING"), self.assertRaises(TypeError):
-            services.payout_enqueue(payout.pk, task_id=payout.lease_owner)
+            services.payout_enqueue(
+                payout.pk, task_id=payout.lease_owner, lease_expires_at=timezone.now()
+            )
 
     def test_a_programming_error_after_commit_keeps_the_payout_and_is_logged_as_an_error(
         self,

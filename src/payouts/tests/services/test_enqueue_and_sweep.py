@@ -140,8 +140,11 @@ class EnqueueAndSweepTests(TestCase):
         self,
     ) -> None:
         payout = self.create("bug")
-        self.broker.failure = TypeError("apply_async() got an unexpected keyword argument")
-        with self.assertNoLogs("payouts.services", "WARNING"), self.assertRaises(TypeError):
+        self.broker.failure = TypeError("a bug in the publish path")
+        with (
+            self.assertNoLogs("payouts.services", "WARNING"),
+            self.assertRaisesRegex(TypeError, "^a bug in the publish path$"),
+        ):
             services.payout_enqueue(
                 payout.pk, task_id=payout.lease_owner, lease_expires_at=timezone.now()
             )

@@ -138,6 +138,9 @@ EOF
         fi
     done
     export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    # How to stop and start this server again (the e2e database-outage test does): pg_ctl with
+    # its data directory, log and port; append stop or start options.
+    export PAYOUTS_TEST_PG_CTL="${RUN_AS[*]:-} $PG_BIN/pg_ctl -D $PG_DATA -l $WORK_DIR/pg/server.log -o '-p $PG_PORT'"
     log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
 fi
 

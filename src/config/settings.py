@@ -165,17 +165,30 @@ DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 600)
 DATABASE_POOL = env_bool("DATABASE_POOL", True)
 # Per process; a process needs at most one per thread (gunicorn threads, worker threads).
 DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 32)
+# How long a request waits for a pooled connection before it answers 503: with the database
+# down (the pool cannot connect) or every connection busy. Short, so an outage fails fast
+# instead of holding every web thread.
+DATABASE_POOL_TIMEOUT_SECONDS = env_float("DATABASE_POOL_TIMEOUT_SECONDS", 1.0)
 
 if env_str("DATABASE_URL", ""):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
     # Health checks: hand out only live connections, so a database restart fails no requests.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A hung database host: give up connecting after libpq's minimum (2 s), whether a
+        # request connects (no pool) or the pool's background workers do.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
     if DATABASE_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": DATABASE_POOL_MAX_SIZE,
-            "timeout": 10,
+            "timeout": DATABASE_POOL_TIMEOUT_SECONDS,
+            # A failed connect is retried with doubling delays until this many seconds have
+            # passed (psycopg's default, 300, would let a process keep answering 503 for as
+            # long as the outage lasted once the database is back). Then the next request
+            # starts a fresh attempt at once.
+            "reconnect_timeout": 2,
         }
     else:
         DATABASES["default"]["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
@@ -298,14 +311,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 32)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A frozen broker (a hung host: the TCP connection stays open and nothing answers) must not
+# hold a create: every Redis command and connect gives up after this long, and a failed
+# connection is not retried (kombu would otherwise retry for ~6 s). The API publishes without
+# retries (services.payout_enqueue), so a create waits at most about this long for the
+# broker; the recovery sweep queues the payout later. The worker's BRPOP is unaffected: it is
+# read only once Redis answers (its own brpop_timeout), and kombu's health checks catch a
+# half-open consumer connection.
+CELERY_BROKER_SOCKET_TIMEOUT_SECONDS = env_float("CELERY_BROKER_SOCKET_TIMEOUT_SECONDS", 0.75)
+CELERY_BROKER_CONNECTION_TIMEOUT = CELERY_BROKER_SOCKET_TIMEOUT_SECONDS
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Unacknowledged messages of a dead worker come back after this many seconds.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 300),
-    "socket_connect_timeout": 3,
-    "socket_timeout": 10,
+    "socket_connect_timeout": CELERY_BROKER_SOCKET_TIMEOUT_SECONDS,
+    "socket_timeout": CELERY_BROKER_SOCKET_TIMEOUT_SECONDS,
+    "max_retries": 0,
 }
-# A create must answer quickly when the broker is down: publish gives up after ~1 s and the
-# recovery sweep queues the payout later.
+# The worker's own publishes (a task's retry) may retry briefly; the API's do not (see above).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
     "interval_start": 0,

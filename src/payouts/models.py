@@ -1,7 +1,7 @@
 """Payout requests, their status history, the API clients that own them, the sandbox ledger.
 
 Invariants live in the database as well as in code: one payout per (client, client_reference),
-amount > 0, status one of five values.
+amount > 0, status one of five values, an unfinished payout always has a lease deadline.
 """
 
 import uuid
@@ -52,6 +52,7 @@ class PayoutStatus(models.TextChoices):
 
 
 FINAL_STATUSES = frozenset({PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.CANCELED})
+UNFINISHED_STATUSES = (PayoutStatus.NEW, PayoutStatus.PROCESSING)
 
 
 class PayoutRequest(models.Model):
@@ -72,8 +73,9 @@ class PayoutRequest(models.Model):
     # Status changes use QuerySet.update(), which skips auto_now: transitions set it explicitly.
     updated_at = models.DateTimeField(auto_now=True)
     processed_at = models.DateTimeField(null=True, blank=True)
-    # While NEW or PROCESSING: when the recovery sweep may assume the payout was lost (task never
-    # published, worker died) and queue it again. Cleared when the payout reaches a final status.
+    # While NEW or PROCESSING (never NULL then, a check constraint says so): when the recovery
+    # sweep may assume the payout was lost (task never published, worker died) and queue it
+    # again. Cleared when the payout reaches a final status.
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # The task delivery that holds the lease (a Celery task id): only it may work on a
     # PROCESSING payout until the lease expires, so duplicate deliveries stand aside.
@@ -90,6 +92,12 @@ class PayoutRequest(models.Model):
             models.CheckConstraint(condition=Q(amount__gt=0), name="payout_amount_positive"),
             models.CheckConstraint(
                 condition=Q(status__in=PayoutStatus.values), name="payout_status_valid"
+            ),
+            # An unfinished payout without a lease deadline would never be swept: if its
+            # message were lost it would stay NEW or PROCESSING forever.
+            models.CheckConstraint(
+                condition=~Q(status__in=UNFINISHED_STATUSES) | Q(lease_expires_at__isnull=False),
+                name="payout_unfinished_has_lease",
             ),
         ]
         indexes: ClassVar = [

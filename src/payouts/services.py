@@ -5,13 +5,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ClientReferenceConflict, PayoutNotCancelable
 from .models import ApiClient, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
@@ -24,7 +26,12 @@ from .providers import (
     ProviderTransientError,
     get_provider,
 )
-from .transitions import transition
+from .transitions import (
+    lease_expire_after_failed_publish,
+    lease_renew_for_sweep,
+    lease_take_over,
+    transition,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +46,36 @@ def _lease_deadline() -> datetime:
     return timezone.now() + timedelta(seconds=settings.PAYOUTS_LEASE_SECONDS)
 
 
-def payout_enqueue(
-    payout_id: uuid.UUID, *, recovered: bool = False, task_id: str | None = None
-) -> None:
-    """Publish the processing task; a broker outage is logged, never raised.
+# What a failed publish can raise: kombu's wrapper, redis-py's own connection and timeout
+# errors, and socket errors (OSError covers refused, reset, unreachable and socket.timeout).
+# Anything else is a bug in our code or configuration and must not pass for a broker outage.
+BROKER_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    KombuOperationalError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+)
 
-    Runs after commit: the payout is already stored, so failing here would turn a stored payout
-    into an error response. The recovery sweep queues whatever this could not.
+
+def payout_enqueue(
+    payout_id: uuid.UUID, *, task_id: str, lease_expires_at: datetime, recovered: bool = False
+) -> bool:
+    """Publish the processing task `task_id`; True if the broker took it.
+
+    `task_id` and `lease_expires_at` are the lease the payout was given for this task. A broker
+    outage is logged (one line) and answered False, after expiring that lease so the next
+    recovery sweep publishes again. Any other exception is a bug and propagates.
+    The publish is bounded: no retries here (the request thread or the sweep waits for it) and
+    the transport's socket timeouts (settings) cap each attempt, so a frozen broker costs a
+    create about a second, not tens.
     """
     from .tasks import process_payout  # tasks import services: keep the cycle out of import time
 
     try:
         process_payout.apply_async(
-            args=(str(payout_id),), kwargs={"recovered": recovered}, task_id=task_id
+            args=(str(payout_id),), kwargs={"recovered": recovered}, task_id=task_id, retry=False
         )
-    except Exception as exc:
+    except BROKER_UNAVAILABLE_ERRORS as exc:
         # One line, no traceback: during a broker outage every create lands here.
         logger.warning(
             "could not queue payout %s (%s: %s); the recovery sweep will",
@@ -61,6 +83,9 @@ def payout_enqueue(
             type(exc).__name__,
             exc,
         )
+        lease_expire_after_failed_publish(payout_id, owner=task_id, expires_at=lease_expires_at)
+        return False
+    return True
 
 
 def payout_create(
@@ -87,16 +112,28 @@ def payout_create(
     # and the common case (a new reference) costs no extra query.
     try:
         with transaction.atomic():
+            # The lease goes to the task about to be published: should the publish fail, only
+            # that task's lease is expired (for the sweep), never a later delivery's.
+            task_id, lease_expires_at = str(uuid.uuid4()), _lease_deadline()
             payout = PayoutRequest.objects.create(
                 client=client,
                 client_reference=client_reference,
-                lease_expires_at=_lease_deadline(),
+                lease_owner=task_id,
+                lease_expires_at=lease_expires_at,
                 **data,
             )
             PayoutEvent.objects.create(
                 payout=payout, to_status=PayoutStatus.NEW, actor=EventActor.API, reason="created"
             )
-            transaction.on_commit(lambda: payout_enqueue(payout.pk))
+
+            def enqueue_created_payout() -> None:
+                payout_enqueue(payout.pk, task_id=task_id, lease_expires_at=lease_expires_at)
+
+            # robust: the payout is stored and the client must get its 201 whatever happens
+            # here. A bug in the publish path (not a broker outage: that payout_enqueue handles)
+            # is logged at ERROR with its traceback by Django; once the lease runs out the sweep
+            # tries again (and fails as loudly while the bug lasts).
+            transaction.on_commit(enqueue_created_payout, robust=True)
         return PayoutCreated(payout, created=True)
     except IntegrityError:
         # The reference exists: a repeat, a conflict, or a concurrent request that won.
@@ -137,22 +174,21 @@ def payout_process(
     PAYOUTS_MAX_RETRIES retries are spent it fails instead. Returns the status it is left in.
     """
     actor = EventActor.RECOVERY if recovered else EventActor.WORKER
-    lease: dict[str, Any] = {
-        "lease_owner": attempt_id,
-        "lease_expires_at": _lease_deadline(),
-        "attempts": F("attempts") + 1,
-    }
-    claimed: object = transition(
-        payout_id, to=PayoutStatus.PROCESSING, actor=actor, reason="claimed", **lease
-    )
-    if not claimed:
+    claimed = transition(
+        payout_id,
+        to=PayoutStatus.PROCESSING,
+        actor=actor,
+        reason="claimed",
+        lease_owner=attempt_id,
+        lease_expires_at=_lease_deadline(),
+        count_attempt=True,
+    ) is not None or lease_take_over(
         # Already PROCESSING: resume if the lease is ours (a retry, a redelivery of our message)
         # or has expired (its holder died); a live lease belongs to a delivery still at work.
-        claimed = PayoutRequest.objects.filter(
-            Q(lease_owner=attempt_id) | Q(lease_expires_at__lt=timezone.now()),
-            pk=payout_id,
-            status=PayoutStatus.PROCESSING,
-        ).update(**lease)
+        payout_id,
+        owner=attempt_id,
+        expires_at=_lease_deadline(),
+    )
     payout = PayoutRequest.objects.filter(pk=payout_id).first()
     if not claimed or payout is None or payout.status != PayoutStatus.PROCESSING:
         # Finished or canceled, or another delivery holds the lease: nothing to do here.
@@ -221,11 +257,26 @@ def _apply_outcome(
 ) -> PayoutStatus:
     if isinstance(result, PayoutDeclined):
         target, reason = PayoutStatus.FAILED, f"{result.code}: {result.reason}"
-        fields = {"failure_code": result.code, "failure_reason": result.reason}
+        moved = transition(
+            payout.pk,
+            to=target,
+            actor=actor,
+            reason=reason,
+            only_if=only_if,
+            failure_code=result.code,
+            failure_reason=result.reason,
+        )
     else:
         target, reason = PayoutStatus.PAID, f"provider reference {result.reference}"
-        fields = {"provider_reference": result.reference}
-    if transition(payout.pk, to=target, actor=actor, reason=reason, only_if=only_if, **fields):
+        moved = transition(
+            payout.pk,
+            to=target,
+            actor=actor,
+            reason=reason,
+            only_if=only_if,
+            provider_reference=result.reference,
+        )
+    if moved:
         return target
     payout.refresh_from_db()
     if payout.status in (target, PayoutStatus.PROCESSING):
@@ -248,31 +299,58 @@ def _apply_outcome(
     return PayoutStatus(payout.status)
 
 
-def payouts_recover_stale(*, batch_size: int | None = None) -> int:
-    """Queue again the unfinished payouts whose lease expired; return how many.
+# How long the sweep waits before publishing a recovered payout once more, at most.
+REQUEUE_BACKOFF_MAX = timedelta(hours=1)
 
-    NEW ones whose task never reached the broker and PROCESSING ones whose worker died. Each is
-    re-leased with a compare-and-set first, so concurrent sweeps never queue one payout twice.
+
+def _requeue_deadline(now: datetime, created_at: datetime) -> datetime:
+    """The lease the sweep gives a payout it re-queues: one lease, or as long as it has waited.
+
+    A message the broker holds cannot be told from a lost one (Redis offers no cheap "is this
+    message still queued?"), so the sweep re-queues any payout whose lease expired. Under a
+    backlog that re-queue is a duplicate (harmless, but load). Waiting as long as the payout
+    has already waited doubles the gap between re-queues: a payout behind a backlog of W
+    seconds is re-published about log2(W / lease) times instead of W / lease, and a payout whose
+    message really was lost is still re-queued within REQUEUE_BACKOFF_MAX.
+    """
+    waited = now - created_at
+    lease = timedelta(seconds=settings.PAYOUTS_LEASE_SECONDS)
+    return now + max(lease, min(waited, REQUEUE_BACKOFF_MAX))
+
+
+def payouts_recover_stale(*, batch_size: int | None = None) -> int:
+    """Queue again the unfinished payouts whose lease expired; return how many were published.
+
+    Those are NEW ones whose publish failed or never happened (payout_enqueue expires the lease
+    of a failed publish, so the next sweep retries it), PROCESSING ones whose worker died, and
+    ones whose message was lost in the broker or is still waiting behind a backlog (the new
+    lease backs off, see _requeue_deadline). Each is re-leased by a compare-and-set first, so
+    concurrent sweeps never queue one payout twice. Only publishes the broker took count, and
+    the sweep stops at the first failed one (the broker is down; the next sweep retries).
     """
     now = timezone.now()
     stale = PayoutRequest.objects.filter(
         status__in=(PayoutStatus.NEW, PayoutStatus.PROCESSING), lease_expires_at__lt=now
     ).order_by("lease_expires_at")
     queued = 0
-    for payout_id, lease in stale.values_list("pk", "lease_expires_at")[
+    for payout_id, lease, created_at in stale.values_list("pk", "lease_expires_at", "created_at")[
         : batch_size or settings.PAYOUTS_SWEEP_BATCH_SIZE
     ]:
-        # The lease passes to the task about to be published (by its id), so the dead or
-        # stuck delivery that held it cannot fail the payout behind the new one's back.
-        task_id = str(uuid.uuid4())
-        renewed = PayoutRequest.objects.filter(
-            pk=payout_id,
-            lease_expires_at=lease,
-            status__in=(PayoutStatus.NEW, PayoutStatus.PROCESSING),
-        ).update(lease_expires_at=_lease_deadline(), lease_owner=task_id)
-        if renewed:
-            payout_enqueue(payout_id, recovered=True, task_id=task_id)
-            queued += 1
+        assert lease is not None  # lease_expires_at__lt never matches NULL
+        task_id, expires_at = str(uuid.uuid4()), _requeue_deadline(now, created_at)
+        if not lease_renew_for_sweep(
+            payout_id, seen_expires_at=lease, owner=task_id, expires_at=expires_at
+        ):
+            continue  # another sweep or a delivery got there first
+        if not payout_enqueue(
+            payout_id, task_id=task_id, lease_expires_at=expires_at, recovered=True
+        ):
+            # The broker is down: every other publish would fail too, each after a timeout.
+            # Their leases stay expired (this one's was expired again), so the next sweep
+            # tries them all once more.
+            logger.warning("recovery sweep stopped: the broker is unavailable")
+            break
+        queued += 1
     if queued:
         logger.info("recovery sweep queued %d stale payouts", queued)
     return queued

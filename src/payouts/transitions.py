@@ -1,18 +1,31 @@
-"""The allowed status moves and the one function that applies a move.
+"""The allowed status moves, and every compare-and-set on a payout: status moves and leases.
 
-Every move is a compare-and-set: ``UPDATE ... WHERE id = %s AND status = <expected>``. The
-database serializes concurrent updates of a row, so of two actors racing for the same move
-exactly one sees a row count of 1; the other learns it lost and changes nothing.
+Every write here is a compare-and-set: ``UPDATE ... WHERE id = %s AND <expected state>``. The
+database serializes concurrent updates of a row, so of two actors racing for the same change
+exactly one sees a row count of 1; the other learns it lost and changes nothing. Nothing outside
+this module updates a payout's status or lease.
+
+The lease (``lease_expires_at`` + ``lease_owner``) says until when, and for which task delivery,
+an unfinished (NEW or PROCESSING) payout is spoken for. Once it expires, the recovery sweep may
+assume the payout's message was lost and queue it again; the database refuses an unfinished
+payout without a lease deadline (``payout_unfinished_has_lease``).
 """
 
 import uuid
-from typing import Any
+from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import FINAL_STATUSES, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
+from .models import (
+    FINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    EventActor,
+    PayoutEvent,
+    PayoutRequest,
+    PayoutStatus,
+)
 
 S = PayoutStatus
 
@@ -36,17 +49,46 @@ def transition(
     actor: EventActor,
     reason: str = "",
     only_if: Q | None = None,
-    **fields: Any,
+    lease_owner: str | None = None,
+    lease_expires_at: datetime | None = None,
+    count_attempt: bool = False,
+    failure_code: str | None = None,
+    failure_reason: str | None = None,
+    provider_reference: str | None = None,
 ) -> PayoutStatus | None:
     """Move the payout to `to` if its current status allows it; return the status it left.
 
     Returns None (and writes nothing) when the payout is not in an allowed source status,
     including when a concurrent actor got there first. The history row is written in the same
     transaction as the move. `only_if` adds a condition to the compare-and-set (e.g. who holds
-    the processing lease); extra `fields` (failure_code, ...) are set by the same UPDATE.
+    the processing lease). The named fields are the only ones a move may set besides the status
+    (so the row can never disagree with its history): the lease and an attempt count when
+    claiming (PROCESSING), failure_* with FAILED, provider_reference with PAID. A final status
+    clears the lease itself. Anything else is a TypeError (unknown keyword) or a ValueError.
     """
+    to = PayoutStatus(to)
+    if to not in ALLOWED_SOURCES:
+        raise ValueError(f"no move leads to {to}")
+    lease_given = lease_owner is not None or lease_expires_at is not None or count_attempt
+    if lease_given and to != S.PROCESSING:
+        raise ValueError(f"a move to {to} cannot set the lease (final statuses clear it)")
+    if (failure_code is not None or failure_reason is not None) and to != S.FAILED:
+        raise ValueError(f"failure_code/failure_reason belong to FAILED, not {to}")
+    if provider_reference is not None and to != S.PAID:
+        raise ValueError(f"provider_reference belongs to PAID, not {to}")
+
     now = timezone.now()
-    values: dict[str, Any] = {"status": to, "updated_at": now, **fields}
+    values: dict[str, object] = {"status": to, "updated_at": now}
+    optional = {
+        "lease_owner": lease_owner,
+        "lease_expires_at": lease_expires_at,
+        "failure_code": failure_code,
+        "failure_reason": failure_reason,
+        "provider_reference": provider_reference,
+    }
+    values |= {name: value for name, value in optional.items() if value is not None}
+    if count_attempt:
+        values["attempts"] = F("attempts") + 1
     if to in FINAL_STATUSES:
         values |= {"processed_at": now, "lease_expires_at": None}
     with transaction.atomic():
@@ -68,3 +110,61 @@ def transition(
                 )
                 return source
     return None
+
+
+def lease_take_over(payout_id: uuid.UUID, *, owner: str, expires_at: datetime) -> bool:
+    """A delivery resumes a PROCESSING payout: True if it now holds the lease.
+
+    Compare-and-set on "PROCESSING, and the lease is `owner`'s already (a retry or redelivery of
+    the same task) or has expired (its holder died)". A live lease of another delivery wins:
+    that delivery is still at work. Winning renews the lease and counts a provider attempt.
+    """
+    return bool(
+        PayoutRequest.objects.filter(
+            Q(lease_owner=owner) | Q(lease_expires_at__lt=timezone.now()),
+            pk=payout_id,
+            status=S.PROCESSING,
+        ).update(
+            lease_owner=owner,
+            lease_expires_at=expires_at,
+            attempts=F("attempts") + 1,
+            updated_at=timezone.now(),
+        )
+    )
+
+
+def lease_renew_for_sweep(
+    payout_id: uuid.UUID, *, seen_expires_at: datetime, owner: str, expires_at: datetime
+) -> bool:
+    """The recovery sweep hands an expired lease to the task it is about to publish.
+
+    Compare-and-set on "still unfinished, and the lease deadline is the expired one the sweep
+    read": of concurrent sweeps exactly one wins and publishes, and a payout that moved on or
+    was taken over meanwhile is left alone. The dead or stuck delivery that held the lease can
+    no longer fail the payout behind the new one's back (giving up needs the lease).
+    """
+    return bool(
+        PayoutRequest.objects.filter(
+            pk=payout_id, status__in=UNFINISHED_STATUSES, lease_expires_at=seen_expires_at
+        ).update(lease_owner=owner, lease_expires_at=expires_at)
+    )
+
+
+def lease_expire_after_failed_publish(
+    payout_id: uuid.UUID, *, owner: str, expires_at: datetime
+) -> bool:
+    """The publish of `owner`'s task failed: expire its lease now, so the next sweep retries.
+
+    Compare-and-set on "unfinished, and the lease is still the one given to `owner` when it was
+    about to be published (same owner, same deadline)". A publish reported failed may still
+    have reached the broker (a timeout after Redis took the message): if that delivery has
+    claimed the payout meanwhile, its claim renewed the lease, and that live lease stands.
+    """
+    return bool(
+        PayoutRequest.objects.filter(
+            pk=payout_id,
+            status__in=UNFINISHED_STATUSES,
+            lease_owner=owner,
+            lease_expires_at=expires_at,
+        ).update(lease_expires_at=timezone.now())
+    )

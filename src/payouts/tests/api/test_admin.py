@@ -1,10 +1,12 @@
 """The back office: staff see every payout, and the cancel action goes through the service."""
 
 import json
+from datetime import timedelta
 
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import User
 from django.test import TestCase
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from payouts import transitions
@@ -44,6 +46,8 @@ class AdminTests(TestCase):
             amount="10.50",
             currency="KWD",
             destination="sandbox:success",
+            # Unfinished payouts always carry a lease (a check constraint says so).
+            lease_expires_at=timezone.now() + timedelta(minutes=3),
         )
 
     def setUp(self) -> None:
@@ -126,6 +130,7 @@ class AdminTests(TestCase):
             amount="5",
             currency="EUR",
             destination="sandbox:success",
+            lease_expires_at=timezone.now() + timedelta(minutes=3),
         )
         jpy = PayoutRequest.objects.create(
             client=self.merchant,
@@ -133,6 +138,7 @@ class AdminTests(TestCase):
             amount="700",
             currency="JPY",
             destination="sandbox:success",
+            lease_expires_at=timezone.now() + timedelta(minutes=3),
         )
         SandboxLedgerEntry.objects.create(
             idempotency_key=str(eur.pk), amount="5", currency="EUR", destination="x"

@@ -6,6 +6,7 @@ the e2e classes are skipped.
 """
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -298,3 +299,28 @@ def start_redis(port: int, directory: str) -> ServiceProcess:
 
     server.wait_until(answers, "answering PING", timeout=30)
     return server
+
+
+# scripts/test_services.sh names how to stop and start its throwaway PostgreSQL.
+PG_CTL = shlex.split(os.environ.get("PAYOUTS_TEST_PG_CTL", ""))
+PG_CTL_SKIP_REASON = (
+    "needs the throwaway PostgreSQL of scripts/test_services.sh (PAYOUTS_TEST_PG_CTL), which "
+    "this test stops and starts: run it with `make test`"
+)
+
+
+def stop_postgres() -> None:
+    """Stop the test PostgreSQL (fast shutdown: sessions are cut, as in a crash or failover)."""
+    subprocess.run(
+        [*PG_CTL, "-m", "fast", "-w", "-t", "60", "stop"],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+
+
+def start_postgres() -> None:
+    """Start the test PostgreSQL again, on the same port and data; returns once it accepts."""
+    subprocess.run(
+        [*PG_CTL, "-w", "-t", "60", "start"], check=True, capture_output=True, timeout=90
+    )

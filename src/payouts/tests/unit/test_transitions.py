@@ -1,11 +1,14 @@
-"""The table of allowed status moves: exactly the moves SPEC.md draws, nothing else."""
+"""The table of allowed status moves (exactly the moves SPEC.md draws) and what a move may set."""
 
 import itertools
+import uuid
+from typing import Any
 
 from django.test import SimpleTestCase
+from django.utils import timezone
 
 from payouts import transitions
-from payouts.models import FINAL_STATUSES, PayoutStatus
+from payouts.models import FINAL_STATUSES, EventActor, PayoutStatus
 
 S = PayoutStatus
 
@@ -63,3 +66,39 @@ class TransitionTableTests(SimpleTestCase):
     def test_can_move_rejects_an_unknown_target_status(self) -> None:
         with self.assertRaises(ValueError):
             transitions.can_move("NEW", "REFUNDED")
+
+
+class TransitionFieldsTests(SimpleTestCase):
+    """A move sets the status plus named fields only, so the row cannot disagree with its history.
+
+    Every refusal happens before any query (a SimpleTestCase forbids database access).
+    """
+
+    def test_a_move_cannot_overwrite_the_status_through_its_fields(self) -> None:
+        with self.assertRaises(TypeError):
+            transitions.transition(  # type: ignore[call-arg]
+                uuid.uuid4(), to=S.PROCESSING, actor=EventActor.WORKER, status=S.PAID
+            )
+
+    def test_a_move_rejects_fields_it_does_not_name(self) -> None:
+        for field in ("processed_at", "amount", "updated_at", "client_id", "lease"):
+            fields: dict[str, Any] = {field: "x"}
+            with self.subTest(field=field), self.assertRaises(TypeError):
+                transitions.transition(uuid.uuid4(), to=S.CANCELED, actor=EventActor.API, **fields)
+
+    def test_fields_belong_to_their_target_status(self) -> None:
+        wrong: list[tuple[PayoutStatus, dict[str, Any]]] = [
+            (S.PAID, {"failure_code": "x"}),
+            (S.CANCELED, {"failure_reason": "x"}),
+            (S.FAILED, {"provider_reference": "x"}),
+            (S.PAID, {"lease_owner": "task"}),
+            (S.CANCELED, {"lease_expires_at": timezone.now()}),
+            (S.FAILED, {"count_attempt": True}),
+        ]
+        for target, fields in wrong:
+            with self.subTest(target=target, fields=fields), self.assertRaises(ValueError):
+                transitions.transition(uuid.uuid4(), to=target, actor=EventActor.WORKER, **fields)
+
+    def test_nothing_moves_to_new_even_by_transition(self) -> None:
+        with self.assertRaises(ValueError):
+            transitions.transition(uuid.uuid4(), to=S.NEW, actor=EventActor.API)

@@ -343,21 +343,24 @@ def main() -> int:
         start_new_session=True,  # the terminal's Ctrl-C reaches only us; we decide what it does
     )
     signals_seen = 0
+    stopping_pids: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
             say(f"got {signal.Signals(signum).name}, stopping everything (again to force)...")
+            # Asked now: once it is shutting down, supervisord answers no RPC.
+            with contextlib.suppress(Exception):
+                infos = supervisor_rpc(socket_path, password).supervisor.getAllProcessInfo()
+                stopping_pids.extend(info["pid"] for info in infos if info["pid"])
             with contextlib.suppress(ProcessLookupError):
                 supervisord.send_signal(signal.SIGTERM)
             return
         say("forcing: killing every program now")
-        with contextlib.suppress(Exception):
-            for info in supervisor_rpc(socket_path, password).supervisor.getAllProcessInfo():
-                if info["pid"]:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(info["pid"], signal.SIGKILL)
+        for pid in stopping_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # each program leads its own process group
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)

@@ -44,6 +44,8 @@ def stop_the_run(program: str) -> None:
 
 
 def main() -> None:
+    # supervisord stops the listener last, with SIGTERM: that is the normal end, exit 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     while True:
         headers, payload = childutils.listener.wait(sys.stdin, sys.stdout)
         fields = childutils.get_headers(payload)

@@ -204,7 +204,10 @@ class LocalRun:
 
     def kill_everything(self) -> None:
         """Test clean-up only: SIGKILL whatever is left of this run."""
-        for process in processes_of_run(self.data_dir):
+        found = []
+        with contextlib.suppress(Exception):
+            found = self.processes() if self.process.poll() is None else []
+        for process in [*found, *processes_of_run(self.data_dir)]:
             with contextlib.suppress(Exception):
                 process.kill()
         with contextlib.suppress(Exception):
@@ -213,7 +216,10 @@ class LocalRun:
 
 
 def processes_of_run(data_dir: str) -> list[Any]:
-    """Live processes whose environment names this run's data directory."""
+    """Live processes whose environment names this run's data directory, or that work in it.
+
+    The working directory catches redis-server, which writes its title over its environment.
+    """
     import psutil
 
     found = []
@@ -221,7 +227,8 @@ def processes_of_run(data_dir: str) -> list[Any]:
         with contextlib.suppress(psutil.Error):
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if process.environ().get("PAYOUTS_LOCAL_DATA_DIR") == data_dir:
+            in_run = process.environ().get("PAYOUTS_LOCAL_DATA_DIR") == data_dir
+            if in_run or Path(process.cwd()).is_relative_to(data_dir):
                 found.append(process)
     return found
 
@@ -241,7 +248,7 @@ def still_running(processes: list[Any]) -> list[str]:
 @unittest.skipIf(MISSING, MISSING)
 class LocalRunTests(SimpleTestCase):
     def setUp(self) -> None:
-        self.data_dir = tempfile.mkdtemp(prefix="payouts-make-run-")
+        self.data_dir = os.path.realpath(tempfile.mkdtemp(prefix="payouts-make-run-"))
         self.local_run: LocalRun | None = None
 
     def tearDown(self) -> None:
@@ -283,6 +290,19 @@ class LocalRunTests(SimpleTestCase):
         key = run.wait_for_banner()
         self.assertIn(f"database: SQLite {self.data_dir}/db.sqlite3", run.output())
         self.pay(run, key, "first")
+
+        # The gunicorn master is SIGKILLed: its workers go too (they hold the port) and a new
+        # gunicorn serves again.
+        import psutil
+
+        web = run.program_pid("app:web")
+        self.assertTrue(web, run.supervisorctl("status"))
+        web_workers = psutil.Process(web).children(recursive=True)
+        self.assertTrue(web_workers)
+        os.kill(web, signal.SIGKILL)
+        wait_for(lambda: run.program_pid("app:web") not in (0, web), "a new gunicorn")
+        wait_for(lambda: run.get("/readyz")[0] == 200, "/readyz 200 from the new gunicorn")
+        wait_for(lambda: not still_running(web_workers), "the old gunicorn workers to be gone", 10)
 
         # The worker is SIGKILLed: supervisord starts a new one, which pays the next payout.
         worker = run.program_pid("app:worker")

@@ -11,6 +11,7 @@ gone, and no process carries the run's PAYOUTS_LOCAL_DATA_DIR (every child inher
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ import unittest
 import urllib.error
 import urllib.request
 import uuid
+import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +185,19 @@ class LocalRun:
         )
         return result.stdout.strip()
 
+    def rpc(self) -> Any:
+        """supervisord's XML-RPC interface, with the credentials from the run's config."""
+        from supervisor.xmlrpc import SupervisorTransport
+
+        config = configparser.RawConfigParser()
+        config.read(Path(self.data_dir) / "supervisor" / "supervisord.conf")
+        transport = SupervisorTransport(
+            config.get("supervisorctl", "username"),
+            config.get("supervisorctl", "password"),
+            config.get("supervisorctl", "serverurl"),
+        )
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport)
+
     def program_pid(self, name: str) -> int:
         text = self.supervisorctl("pid", name)
         return int(text) if text.isdigit() else 0
@@ -264,8 +279,8 @@ class LocalRunTests(SimpleTestCase):
         problems = [*getattr(result, "failures", ()), *getattr(result, "errors", ())]
         return any(test is self for test, _ in problems)
 
-    def pay(self, run: LocalRun, key: str, reference: str) -> None:
-        """Create a sandbox:success payout over HTTP and wait until it is PAID."""
+    def create(self, run: LocalRun, key: str, reference: str) -> str:
+        """Create a sandbox:success payout over HTTP; returns its id."""
         status, body = run.request(
             "POST",
             "/api/v1/payout-requests/",
@@ -278,12 +293,18 @@ class LocalRunTests(SimpleTestCase):
             },
         )
         self.assertEqual(status, 201, body)
-        path = f"/api/v1/payout-requests/{body['id']}/"
+        return str(body["id"])
+
+    def wait_paid(self, run: LocalRun, key: str, payout_id: str) -> None:
+        path = f"/api/v1/payout-requests/{payout_id}/"
 
         def paid() -> bool:
             return run.get(path, key)[1].get("status") == "PAID"
 
-        wait_for(paid, f"payout {reference} to be PAID")
+        wait_for(paid, f"payout {payout_id} to be PAID")
+
+    def pay(self, run: LocalRun, key: str, reference: str) -> None:
+        self.wait_paid(run, key, self.create(run, key, reference))
 
     def test_serves_restarts_dead_children_and_ctrl_c_leaves_nothing(self) -> None:
         run = self.local_run = LocalRun(self.data_dir)
@@ -311,14 +332,22 @@ class LocalRunTests(SimpleTestCase):
         wait_for(lambda: run.program_pid("app:worker") not in (0, worker), "a new worker")
         self.pay(run, key, "after-worker-kill")
 
-        # The private Redis is SIGKILLed: it comes back on the same port (the broker URL every
-        # program holds stays valid), and the worker reconnects and pays again.
+        # The private Redis is SIGKILLed while a payout waits in it (the worker is stopped). It
+        # comes back on the same port (the broker URL every program holds stays valid) with the
+        # message from its append-only file, and the worker, started again, pays it. Only the
+        # message can bring it there: the recovery sweep waits out a lease of minutes.
+        run.rpc().supervisor.stopProcess("app:worker")
+        waiting = self.create(run, key, "queued-across-redis-kill")
+        time.sleep(1.2)  # appendfsync everysec
         redis_port = run.broker_port()
         redis = run.program_pid("redis")
         self.assertTrue(redis, run.supervisorctl("status"))
         os.kill(redis, signal.SIGKILL)
         wait_for(lambda: run.program_pid("redis") not in (0, redis), "a new redis")
         wait_for(lambda: redis_pings(redis_port), f"redis answering on port {redis_port} again")
+        run.rpc().supervisor.startProcess("app:worker", False)
+        self.wait_paid(run, key, waiting)
+        # And the API publishes to the restarted Redis.
         self.pay(run, key, "after-redis-kill")
 
         # Ctrl-C (SIGINT to the top process only): everything stops, nothing is left behind.

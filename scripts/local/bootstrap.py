@@ -20,6 +20,7 @@ process group, and it shuts the run down when a program goes FATAL.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import secrets
@@ -199,6 +200,16 @@ stderr_logfile_maxbytes=0
     return "\n".join(sections)
 
 
+def stop_when_parent_dies() -> None:
+    """Run in supervisord's process before exec: SIGTERM it if we die, even by SIGKILL.
+
+    supervisord then stops everything as on Ctrl-C, so no program outlives a killed `make run`.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def supervisor_rpc(socket_path: Path, password: str) -> Any:
     from supervisor.xmlrpc import SupervisorTransport
 
@@ -336,34 +347,42 @@ def main() -> int:
     with os.fdopen(fd, "w") as config:
         config.write(supervisord_config(socket_path, password, redis_argv))
 
-    supervisord = subprocess.Popen(
-        [venv_tool("supervisord"), "--configuration", str(CONFIG_FILE)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # the terminal's Ctrl-C reaches only us; we decide what it does
-    )
     signals_seen = 0
     stopping_pids: list[int] = []
+    supervisord: subprocess.Popen[bytes] | None = None
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
             say(f"got {signal.Signals(signum).name}, stopping everything (again to force)...")
-            # Asked now: once it is shutting down, supervisord answers no RPC.
-            with contextlib.suppress(Exception):
-                infos = supervisor_rpc(socket_path, password).supervisor.getAllProcessInfo()
-                stopping_pids.extend(info["pid"] for info in infos if info["pid"])
-            with contextlib.suppress(ProcessLookupError):
-                supervisord.send_signal(signal.SIGTERM)
+            if supervisord is not None:
+                stop(supervisord)
             return
         say("forcing: killing every program now")
         for pid in stopping_pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)  # each program leads its own process group
 
+    def stop(supervisord: subprocess.Popen[bytes]) -> None:
+        # Asked first: once it is shutting down, supervisord answers no RPC.
+        with contextlib.suppress(Exception):
+            infos = supervisor_rpc(socket_path, password).supervisor.getAllProcessInfo()
+            stopping_pids.extend(info["pid"] for info in infos if info["pid"])
+        with contextlib.suppress(ProcessLookupError):
+            supervisord.send_signal(signal.SIGTERM)
+
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
+    supervisord = subprocess.Popen(
+        [venv_tool("supervisord"), "--configuration", str(CONFIG_FILE)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # the terminal's Ctrl-C reaches only us; we decide what it does
+        preexec_fn=stop_when_parent_dies,
+    )
+    if signals_seen:  # a signal came while it was being started
+        stop(supervisord)
 
     # The banner comes after the start-up logs, once the API answers (or after a minute).
     banner_deadline: float | None = time.monotonic() + BANNER_WAIT_SECONDS

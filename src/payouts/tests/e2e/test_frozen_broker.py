@@ -33,6 +33,8 @@ from .base import FAST_WORKER_ENV, PAYOUTS_URL
 from .support import (
     E2E_AVAILABLE,
     E2E_SKIP_REASON,
+    REDIS_BINARY_AVAILABLE,
+    REDIS_BINARY_SKIP_REASON,
     ServiceLogsOnFailure,
     ServiceProcess,
     free_port,
@@ -49,6 +51,7 @@ SETTLE_SECONDS = 60.0
 
 
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
+@unittest.skipUnless(REDIS_BINARY_AVAILABLE, REDIS_BINARY_SKIP_REASON)
 class FrozenBrokerEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
     def setUp(self) -> None:
         self.services: list[ServiceProcess] = []

@@ -314,6 +314,11 @@ def main() -> int:
         PAYOUTS_LOCAL_DATA_DIR=str(LOCAL_DIR),
         PAYOUTS_RUN_FATAL_FILE=str(FATAL_FILE),
     )
+    # Empty means the default everywhere (config/env.py), but gunicorn parses WEB_CONCURRENCY
+    # itself when it is imported, before gunicorn.conf.py, and exits on "": drop a blank one,
+    # as the image's entrypoint does.
+    if not env.get("WEB_CONCURRENCY", "").strip():
+        env.pop("WEB_CONCURRENCY", None)
     redis_argv = None
     if env.get("CELERY_BROKER_URL"):
         broker = env["CELERY_BROKER_URL"]

@@ -6,6 +6,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
 from payouts.api.pagination import Cursor
 from payouts.models import PayoutRequest, PayoutStatus
 
@@ -452,6 +455,22 @@ class ListPayoutsTests(ApiTestCase):
         self.assertEqual(
             self.ids(self.client.get(f"{LIST_URL}?currency=USD&status=NEW")), [str(a.pk)]
         )
+
+    def test_a_cursor_page_seeks_the_index_rather_than_scanning_to_the_cursor(self) -> None:
+        # The page query must bound created_at by itself (an index range condition), not only
+        # inside the OR that breaks ties: with the OR alone PostgreSQL scans every row between
+        # the newest (or oldest) one and the cursor, so deep pages cost like OFFSET.
+        self.make_payouts(5)
+        first = self.client.get(f"{LIST_URL}?limit=2")
+        for link, bound in (("next", '"created_at" <= '), ("previous", '"created_at" >= ')):
+            with self.subTest(link=link):
+                url = first.json()["next"]
+                if link == "previous":
+                    url = self.client.get(url).json()["previous"]
+                with CaptureQueriesContext(connection) as queries:
+                    self.assertEqual(self.client.get(url).status_code, 200)
+                # Only the range condition can put this operator in the query.
+                self.assertIn(bound, queries.captured_queries[-1]["sql"])
 
     def test_list_makes_no_per_row_queries(self) -> None:
         self.make_payouts(12)

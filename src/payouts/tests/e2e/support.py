@@ -65,6 +65,11 @@ def service_env(**overrides: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="config.settings",
     )
     env.update(overrides)
+    # Empty means the default (config/env.py), but gunicorn parses WEB_CONCURRENCY itself
+    # before gunicorn.conf.py and exits on "": `docker compose exec` skips the entrypoint
+    # that drops it, so an `.env` line `WEB_CONCURRENCY=` would reach the tests' gunicorn.
+    if not env.get("WEB_CONCURRENCY", "").strip():
+        env.pop("WEB_CONCURRENCY", None)
     return env
 
 

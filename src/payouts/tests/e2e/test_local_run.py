@@ -378,6 +378,15 @@ class LocalRunTests(SimpleTestCase):
         )
         self.assertEqual(processes_of_run(self.data_dir), [])
 
+    def test_an_empty_web_concurrency_means_the_default(self) -> None:
+        # `WEB_CONCURRENCY=` (an .env habit): gunicorn itself would exit on int("") before
+        # gunicorn.conf.py runs, and the run would crash-loop instead of serving.
+        run = self.local_run = LocalRun(self.data_dir, WEB_CONCURRENCY="")
+        run.wait_for_banner()
+        os.kill(run.process.pid, signal.SIGINT)
+        self.assertEqual(run.wait_exit(), 0, run.output()[-3000:])
+        self.assertNotIn("invalid literal for int()", run.output())
+
     @unittest.skipUnless(
         os.environ.get("DATABASE_URL", "").startswith("postgres")
         and os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"),

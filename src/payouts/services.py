@@ -229,17 +229,26 @@ def _fail_after_retries(
     actor: EventActor,
     attempt_id: str,
 ) -> PayoutStatus:
-    """FAILED provider_unavailable, unless the provider did execute the payout after all.
+    """FAILED provider_unavailable once the provider confirms it never executed the payout.
 
     A call that timed out may still have been executed, so the provider is asked first and its
-    answer, if it has one, is applied instead. Giving up is not the provider's truth, so it
-    happens only while this delivery still holds the lease: had the lease passed to another
-    delivery (ours outlived it), that one may still get the payout paid.
+    answer, if it has one, is applied instead. If even that lookup cannot reach the provider,
+    the outcome is unknown and the payout stays PROCESSING (SPEC: no final status on a guess):
+    its lease runs out and the recovery sweep re-queues it, each later delivery asking again.
+    Giving up happens only while this delivery still holds the lease: had the lease passed to
+    another delivery (ours outlived it), that one may still get the payout paid.
     """
     try:
         known = provider.lookup(str(payout.pk))
-    except ProviderTransientError:
-        known = None  # as unreachable as before: give up, as the retry budget says
+    except ProviderTransientError as lookup_exc:
+        logger.warning(
+            "payout %s: calls failed (%s) and the lookup too (%s): outcome unknown, it stays "
+            "PROCESSING until the provider answers",
+            payout.pk,
+            exc,
+            lookup_exc,
+        )
+        return PayoutStatus.PROCESSING
     if known is not None:
         logger.warning(
             "payout %s: calls failed (%s) but the provider has it: %s", payout.pk, exc, known

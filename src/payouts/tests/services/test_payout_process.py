@@ -13,7 +13,13 @@ from payouts.models import (
     PayoutStatus,
     SandboxLedgerEntry,
 )
-from payouts.providers import ProviderTransientError, SandboxProvider
+from payouts.providers import (
+    PayoutInstruction,
+    PayoutPaid,
+    PayoutResult,
+    ProviderTransientError,
+    SandboxProvider,
+)
 from payouts.transitions import transition
 
 # Answers at once: "hang" gives up after a zero timeout, everything else has no latency.
@@ -118,3 +124,65 @@ class PayoutProcessTests(TestCase):
         transition(payout.pk, to=PayoutStatus.CANCELED, actor=EventActor.API)
         self.assertEqual(self.process(payout), PayoutStatus.CANCELED)
         self.assertFalse(SandboxLedgerEntry.objects.exists())
+
+
+class UnreachableProvider:
+    """A provider that cannot be reached: every call, the lookup too, times out.
+
+    The sandbox answers lookups from its own ledger and so is never unreachable for them; a
+    real PSP's lookup can time out as its execute did.
+    """
+
+    def __init__(self) -> None:
+        self.lookups = 0
+        self.answer: PayoutResult | None = None  # once set, the provider is back
+
+    def execute(self, instruction: PayoutInstruction) -> PayoutResult:
+        if self.answer is not None:
+            return self.answer
+        raise ProviderTransientError("provider_timeout", "The provider did not answer in time.")
+
+    def lookup(self, idempotency_key: str) -> PayoutResult | None:
+        self.lookups += 1
+        if self.answer is not None:
+            return self.answer
+        raise ProviderTransientError("provider_timeout", "The lookup did not answer in time.")
+
+
+@override_settings(PAYOUTS_MAX_RETRIES=0)
+class UnknownOutcomeTests(TestCase):
+    def test_a_payout_whose_lookup_also_fails_stays_processing_until_the_provider_answers(
+        self,
+    ) -> None:
+        client = ApiClient.objects.create(name="merchant")
+        payout = services.payout_create(
+            client=client,
+            client_reference="unknown-outcome",
+            amount=Decimal("12.50"),
+            currency="EUR",
+            destination="psp:account",
+            metadata={},
+        ).payout
+        provider = UnreachableProvider()
+
+        # The budget is spent and the provider cannot say whether it executed the payout:
+        # not FAILED (that would be a guess), still PROCESSING with a lease for the sweep.
+        status = services.payout_process(
+            payout_id=payout.pk, attempt_id="task-1", provider=provider
+        )
+        self.assertEqual(status, PayoutStatus.PROCESSING)
+        self.assertEqual(provider.lookups, 1)
+        payout.refresh_from_db()
+        self.assertEqual((payout.status, payout.failure_code), (PayoutStatus.PROCESSING, ""))
+        self.assertIsNotNone(payout.lease_expires_at)
+        self.assertFalse(payout.events.filter(to_status=PayoutStatus.FAILED).exists())
+
+        # The sweep's next delivery, once the lease ran out, gets the provider's answer.
+        PayoutRequest.objects.filter(pk=payout.pk).update(lease_expires_at=timezone.now())
+        provider.answer = PayoutPaid(reference="psp_123")
+        status = services.payout_process(
+            payout_id=payout.pk, attempt_id="task-2", recovered=True, provider=provider
+        )
+        self.assertEqual(status, PayoutStatus.PAID)
+        payout.refresh_from_db()
+        self.assertEqual(payout.provider_reference, "psp_123")

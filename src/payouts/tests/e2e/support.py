@@ -6,6 +6,7 @@ the e2e classes are skipped.
 """
 
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -183,8 +186,6 @@ def start_gunicorn(port: int, **env: str) -> ServiceProcess:
     )
 
     def healthy() -> bool:
-        import urllib.request
-
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
                 return bool(response.status == 200)
@@ -338,3 +339,23 @@ def start_postgres() -> None:
     subprocess.run(
         [*PG_CTL, "-w", "-t", "60", "start"], check=True, capture_output=True, timeout=90
     )
+
+
+def timed_request(
+    base_url: str, key: str, method: str, path: str, body: Any = None
+) -> tuple[int, Any, float]:
+    """One authenticated JSON request over real HTTP: (status, decoded body, seconds taken)."""
+    headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(base_url + path, data=data, method=method, headers=headers)
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, payload = response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        with error:
+            status, payload = error.code, json.loads(error.read() or b"null")
+    return status, payload, time.monotonic() - started

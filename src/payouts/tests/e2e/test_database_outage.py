@@ -5,11 +5,8 @@ within about a second (the pool's wait and the connect timeout are bounded), not
 thread for the pool's old 10 s; once it is back, requests succeed again without a restart.
 """
 
-import json
 import time
 import unittest
-import urllib.error
-import urllib.request
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection
@@ -29,6 +26,7 @@ from .support import (
     start_gunicorn,
     start_postgres,
     stop_postgres,
+    timed_request,
     wait_for,
 )
 
@@ -81,22 +79,7 @@ class DatabaseOutageEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
         return [self.web]
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, float]:
-        headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers=headers
-        )
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(req, timeout=30) as response:
-                status, payload = response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            with error:
-                status, payload = error.code, json.loads(error.read() or b"null")
-        return status, payload, time.monotonic() - started
+        return timed_request(self.base_url, self.key, method, path, body)
 
     def create_body(self, reference: str) -> dict[str, Any]:
         return {

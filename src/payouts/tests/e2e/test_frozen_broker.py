@@ -5,14 +5,11 @@ must still answer 201 within 1.5 s (the publish is bounded and not retried); onc
 the recovery sweep queues what could not be published, and every payout is paid exactly once.
 """
 
-import json
 import shutil
 import signal
 import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.request
 from typing import Any
 
 from django.test import TransactionTestCase
@@ -42,6 +39,7 @@ from .support import (
     start_gunicorn,
     start_redis,
     start_worker,
+    timed_request,
 )
 from .test_broker_outage import publisher_at
 
@@ -99,22 +97,7 @@ class FrozenBrokerEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
         return self.request("GET")
 
     def request(self, method: str, body: Any = None) -> tuple[int, Any, float]:
-        headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(
-            self.base_url + PAYOUTS_URL, data=data, method=method, headers=headers
-        )
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, payload = response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            with error:
-                status, payload = error.code, json.loads(error.read() or b"null")
-        return status, payload, time.monotonic() - started
+        return timed_request(self.base_url, self.key, method, PAYOUTS_URL, body)
 
     def test_creates_answer_201_fast_while_the_broker_is_frozen_and_are_paid_once_later(
         self,

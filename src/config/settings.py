@@ -314,7 +314,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A frozen broker (a hung host: the TCP connection stays open and nothing answers) must not
 # hold a create: every Redis command and connect gives up after this long, and a failed
 # connection is not retried (kombu would otherwise retry for ~6 s). The API publishes without
-# retries (services.payout_enqueue), so a create waits at most about this long for the
+# retries (services.queueing.payout_enqueue), so a create waits at most about this long for the
 # broker; the recovery sweep queues the payout later. The worker's BRPOP is unaffected: it is
 # read only once Redis answers (its own brpop_timeout), and kombu's health checks catch a
 # half-open consumer connection.

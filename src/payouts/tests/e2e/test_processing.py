@@ -205,7 +205,7 @@ class PayoutProcessingEndToEndTests(WorkerTestCase):
 
     def test_duplicate_deliveries_of_one_payout_execute_it_once(self) -> None:
         # Stored without the on-commit enqueue, then delivered twice by hand.
-        with mock.patch.object(services, "payout_enqueue"):
+        with mock.patch.object(services.creation, "payout_enqueue"):
             created = services.payout_create(
                 client=self.client_account,
                 client_reference="e2e-duplicate",

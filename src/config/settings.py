@@ -343,27 +343,34 @@ PAYOUTS_SANDBOX_LATENCY_MS = env_int("PAYOUTS_SANDBOX_LATENCY_MS", 500)
 PAYOUTS_SANDBOX_FAILURE_RATE = env_float("PAYOUTS_SANDBOX_FAILURE_RATE", 0.0)
 if not 0.0 <= PAYOUTS_SANDBOX_FAILURE_RATE <= 1.0:
     raise ImproperlyConfigured("PAYOUTS_SANDBOX_FAILURE_RATE must be between 0 and 1.")
-# A provider call that takes longer is abandoned and retried as a transient error.
+# Each provider call's deadline (execute, lookup), which adapters honour: past it the call's
+# outcome is unknown, and the payout is looked up, never guessed.
 PAYOUTS_PROVIDER_TIMEOUT_SECONDS = env_float("PAYOUTS_PROVIDER_TIMEOUT_SECONDS", 10.0)
+# The deadline of the provider cancel a client's (or staff's) cancel waits for, once a call may
+# have reached the provider; without an answer in time the cancel answers 503.
+PAYOUTS_PROVIDER_CANCEL_TIMEOUT_SECONDS = env_float("PAYOUTS_PROVIDER_CANCEL_TIMEOUT_SECONDS", 5.0)
+# Attempts after the first; every attempt counts, whatever ended it (the provider's refusal, a
+# timeout, a lookup without an answer, a bug).
 PAYOUTS_MAX_RETRIES = env_int("PAYOUTS_MAX_RETRIES", 5)
 PAYOUTS_RETRY_BACKOFF_SECONDS = env_int("PAYOUTS_RETRY_BACKOFF_SECONDS", 2)
 PAYOUTS_RETRY_BACKOFF_MAX_SECONDS = env_int("PAYOUTS_RETRY_BACKOFF_MAX_SECONDS", 60)
+# Past the retries, a payout whose outcome is unknown is looked up again on a backoff up to this.
+PAYOUTS_RECHECK_MAX_SECONDS = env_int("PAYOUTS_RECHECK_MAX_SECONDS", 900)
+# A payout whose outcome stays unknown this long is flagged for review (admin, ERROR log).
+PAYOUTS_REVIEW_AFTER_SECONDS = env_int("PAYOUTS_REVIEW_AFTER_SECONDS", 24 * 3600)
 # A payout untouched for this long is re-queued by the recovery sweep: NEW ones whose task never
-# reached the broker, PROCESSING ones whose worker died. Each attempt renews the lease, so it
-# must exceed the task time limit plus the longest retry backoff.
-PAYOUTS_LEASE_SECONDS = env_int("PAYOUTS_LEASE_SECONDS", 180)
+# reached the broker, PROCESSING ones whose worker died. While an attempt runs, the worker's
+# heartbeat renews the lease every third of it (payouts/heartbeat.py), so it can be short.
+PAYOUTS_LEASE_SECONDS = env_int("PAYOUTS_LEASE_SECONDS", 20)
+if PAYOUTS_LEASE_SECONDS < 6:
+    raise ImproperlyConfigured("PAYOUTS_LEASE_SECONDS must be at least 6 (3 heartbeats).")
 PAYOUTS_SWEEP_INTERVAL_SECONDS = env_int("PAYOUTS_SWEEP_INTERVAL_SECONDS", 30)
 PAYOUTS_SWEEP_BATCH_SIZE = env_int("PAYOUTS_SWEEP_BATCH_SIZE", 500)
 
-CELERY_TASK_SOFT_TIME_LIMIT = int(PAYOUTS_PROVIDER_TIMEOUT_SECONDS) + 20
+# Enforced under the prefork pool only; an attempt makes at most three provider calls (lookup,
+# execute, void), each bounded by its deadline.
+CELERY_TASK_SOFT_TIME_LIMIT = int(3 * PAYOUTS_PROVIDER_TIMEOUT_SECONDS) + 20
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 10
-if PAYOUTS_LEASE_SECONDS <= CELERY_TASK_TIME_LIMIT + PAYOUTS_RETRY_BACKOFF_MAX_SECONDS:
-    raise ImproperlyConfigured(
-        f"PAYOUTS_LEASE_SECONDS={PAYOUTS_LEASE_SECONDS} must exceed the task time limit "
-        f"({CELERY_TASK_TIME_LIMIT} s, from PAYOUTS_PROVIDER_TIMEOUT_SECONDS) plus "
-        f"PAYOUTS_RETRY_BACKOFF_MAX_SECONDS={PAYOUTS_RETRY_BACKOFF_MAX_SECONDS}, "
-        "or payouts still being worked on would be re-queued."
-    )
 
 CELERY_BEAT_SCHEDULE = {
     "payouts-recovery-sweep": {

@@ -9,7 +9,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import money
-from .errors import PayoutNotCancelable
+from .errors import CancelUnconfirmed, PayoutNotCancelable
 from .models import ApiClient, ApiKey, EventActor, PayoutEvent, PayoutRequest, SandboxLedgerEntry
 from .services import payout_cancel
 
@@ -103,7 +103,7 @@ class PayoutRequestAdmin(FormattedAmountMixin, admin.ModelAdmin):
         description="Cancel selected payouts (NEW or PROCESSING only)", permissions=["cancel"]
     )
     def cancel_payouts(self, request: HttpRequest, queryset: QuerySet[PayoutRequest]) -> None:
-        canceled, refused = 0, []
+        canceled, refused, unconfirmed = 0, [], []
         for payout in queryset:
             try:
                 payout = payout_cancel(
@@ -114,6 +114,8 @@ class PayoutRequestAdmin(FormattedAmountMixin, admin.ModelAdmin):
                 self.log_change(request, payout, "Canceled with the admin action.")
             except PayoutNotCancelable as exc:
                 refused.append(f"{exc.payout.client_reference} ({exc.payout.status})")
+            except CancelUnconfirmed as exc:
+                unconfirmed.append(exc.payout.client_reference)
         if canceled:
             self.message_user(request, f"Canceled {canceled} payout(s).", messages.SUCCESS)
         if refused:
@@ -121,6 +123,13 @@ class PayoutRequestAdmin(FormattedAmountMixin, admin.ModelAdmin):
                 request,
                 f"Not canceled, already final: {', '.join(refused)}.",
                 messages.WARNING,
+            )
+        if unconfirmed:
+            self.message_user(
+                request,
+                "Not canceled, the provider did not confirm (try again): "
+                f"{', '.join(unconfirmed)}.",
+                messages.ERROR,
             )
 
 

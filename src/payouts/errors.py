@@ -32,3 +32,12 @@ class PayoutNotCancelable(PayoutError):
     def __init__(self, payout: "PayoutRequest") -> None:
         super().__init__(f"payout {payout.pk} is {payout.status}")
         self.payout = payout
+
+
+class CancelUnconfirmed(PayoutError):
+    """A call may have reached the provider and it did not answer the cancel: nothing changed."""
+
+    def __init__(self, payout: "PayoutRequest", detail: str) -> None:
+        super().__init__(f"payout {payout.pk}: the provider did not confirm the cancel ({detail})")
+        self.payout = payout
+        self.detail = detail

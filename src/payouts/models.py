@@ -87,6 +87,17 @@ class PayoutRequest(models.Model):
     # Provider calls started, counted on the payout rather than on a task message so the retry
     # budget survives worker restarts and sweep re-queues.
     attempts = models.PositiveIntegerField(default=0)
+    # When the first execute call was about to be sent (set by a compare-and-set, never
+    # cleared). Until then a cancel is a conditional UPDATE; from then on the provider decides.
+    execute_started_at = models.DateTimeField(null=True, blank=True)
+    # Since when the provider's outcome is unknown (a call timed out or its answer was lost):
+    # the payout is looked up before anything else, and never finished on a guess. Cleared
+    # when the provider answers.
+    outcome_unknown_since = models.DateTimeField(null=True, blank=True)
+    # Set when a person must look: unknown for longer than PAYOUTS_REVIEW_AFTER_SECONDS, or the
+    # retry budget spent without an answer of the provider. Lookups go on meanwhile.
+    review_flagged_at = models.DateTimeField(null=True, blank=True)
+    review_reason = models.CharField(max_length=500, blank=True)
 
     class Meta:
         constraints: ClassVar = [
@@ -111,6 +122,11 @@ class PayoutRequest(models.Model):
                 fields=["client", "status", "-created_at"], name="payout_client_status_created"
             ),
             # The recovery sweep only ever looks at unfinished payouts.
+            models.Index(
+                fields=["review_flagged_at"],
+                name="payout_under_review",
+                condition=Q(review_flagged_at__isnull=False, status=PayoutStatus.PROCESSING),
+            ),
             models.Index(
                 fields=["lease_expires_at"],
                 name="payout_open_lease",
@@ -157,17 +173,69 @@ class PayoutEvent(models.Model):
         return f"{self.from_status or '-'} -> {self.to_status} by {self.actor}"
 
 
+class ProviderCallKind(models.TextChoices):
+    EXECUTE = "execute"
+    LOOKUP = "lookup"
+    CANCEL = "cancel"
+
+
+class ProviderCallOutcome(models.TextChoices):
+    EXECUTED = "executed"
+    DECLINED = "declined"
+    CANCELED = "canceled"
+    NOT_EXECUTED = "not_executed"
+    PENDING = "pending"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+    ERROR = "error"  # the adapter raised: a bug, treated as unknown
+
+
+class ProviderCall(models.Model):
+    """One call to the payment provider about a payout, written before it is sent.
+
+    A row without `finished_at` is a call in flight, or one whose process died during it. The
+    payout's retry budget counts attempts (`attempt` is the payout's attempt number the call
+    belongs to); a cancel asked by a client or staff carries `requested_by` instead.
+    """
+
+    payout = models.ForeignKey(
+        PayoutRequest, on_delete=models.CASCADE, related_name="provider_calls", db_index=False
+    )
+    kind = models.CharField(max_length=10, choices=ProviderCallKind.choices)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    requested_by = models.CharField(max_length=10, choices=EventActor.choices)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=12, choices=ProviderCallOutcome.choices, blank=True)
+    code = models.CharField(max_length=64, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        indexes: ClassVar = [
+            models.Index(fields=["payout", "started_at"], name="provider_call_payout_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} -> {self.outcome or 'in flight'}"
+
+
 class SandboxOutcome(models.TextChoices):
+    RECEIVED = "", "received"  # calls arrived, none accepted yet (refused with a 503)
+    PENDING = "pending"  # accepted; settles at settles_at unless canceled before
     PAID = "paid"
     DECLINED = "declined"
+    CANCELED = "canceled"
 
 
 class SandboxLedgerEntry(models.Model):
     """The sandbox provider's own book: one row per payout id (its idempotency key).
 
-    `calls` counts every request the provider received; `outcome` is written once, when the
-    payout is executed. A payout whose row shows one outcome was executed exactly once however
-    often it was called.
+    `calls` counts every execute request the provider received (`lookup_calls`, `cancel_calls`
+    the others). An accepted payout is PENDING until `settles_at`, when it becomes PAID or
+    DECLINED (the outcome decided at acceptance: `reference` or `decline_code`), unless a cancel
+    came first (CANCELED). Each move is a compare-and-set, so the outcome is written once: a
+    row that shows PAID was executed exactly once however often it was called.
     """
 
     idempotency_key = models.CharField(max_length=64, unique=True)
@@ -175,16 +243,21 @@ class SandboxLedgerEntry(models.Model):
     currency = models.CharField(max_length=3)
     destination = models.CharField(max_length=255)
     calls = models.PositiveIntegerField(default=0)
+    lookup_calls = models.PositiveIntegerField(default=0)
+    cancel_calls = models.PositiveIntegerField(default=0)
     outcome = models.CharField(max_length=10, choices=SandboxOutcome.choices, blank=True)
     reference = models.CharField(max_length=64, blank=True)
     decline_code = models.CharField(max_length=64, blank=True)
     decline_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    settles_at = models.DateTimeField(null=True, blank=True)
+    # When it settled as PAID or DECLINED (money moved, or was refused, at that moment).
     executed_at = models.DateTimeField(null=True, blank=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "sandbox ledger entry"
         verbose_name_plural = "sandbox ledger"
 
     def __str__(self) -> str:
-        return f"{self.idempotency_key}: {self.outcome or 'pending'} ({self.calls} calls)"
+        return f"{self.idempotency_key}: {self.get_outcome_display()} ({self.calls} calls)"

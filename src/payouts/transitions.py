@@ -16,6 +16,7 @@ from datetime import datetime
 
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .models import (
@@ -90,7 +91,7 @@ def transition(
     if count_attempt:
         values["attempts"] = F("attempts") + 1
     if to in FINAL_STATUSES:
-        values |= {"processed_at": now, "lease_expires_at": None}
+        values |= {"processed_at": now, "lease_expires_at": None, "outcome_unknown_since": None}
     with transaction.atomic():
         # Statuses only move forward, so trying the sources in lifecycle order is exact: each
         # attempt is one atomic compare-and-set, and a payout that moved on between attempts is
@@ -167,4 +168,66 @@ def lease_expire_after_failed_publish(
             lease_owner=owner,
             lease_expires_at=expires_at,
         ).update(lease_expires_at=timezone.now())
+    )
+
+
+def mark_execute_started(payout_id: uuid.UUID, *, owner: str) -> bool:
+    """The lease holder is about to send an execute call: True if it may.
+
+    Compare-and-set on "PROCESSING, and the lease is `owner`'s". It races with a cancel's
+    "not started yet" compare-and-set on the same row, so the database, not timing, decides
+    whether a cancel may skip the provider: once this has won, only the provider can cancel.
+    The first start is kept.
+    """
+    now = timezone.now()
+    return bool(
+        PayoutRequest.objects.filter(pk=payout_id, status=S.PROCESSING, lease_owner=owner).update(
+            execute_started_at=Coalesce(F("execute_started_at"), now), updated_at=now
+        )
+    )
+
+
+def lease_extend(payout_id: uuid.UUID, *, owner: str, until: datetime) -> bool:
+    """The lease holder keeps the payout until `until` (a retry's backoff, a later re-check)."""
+    return bool(
+        PayoutRequest.objects.filter(pk=payout_id, status=S.PROCESSING, lease_owner=owner).update(
+            lease_expires_at=until
+        )
+    )
+
+
+def leases_renew(held: list[tuple[uuid.UUID, str]], *, until: datetime) -> int:
+    """The heartbeat: extend to `until` each lease still held by its owner, never shorten one."""
+    if not held:
+        return 0
+    owned = Q()
+    for payout_id, owner in held:
+        owned |= Q(pk=payout_id, lease_owner=owner)
+    return PayoutRequest.objects.filter(
+        owned, status=S.PROCESSING, lease_expires_at__lt=until
+    ).update(lease_expires_at=until)
+
+
+def outcome_unknown_mark(payout_id: uuid.UUID) -> None:
+    """An execute call got no answer: the payout must be looked up (the first moment is kept)."""
+    now = timezone.now()
+    PayoutRequest.objects.filter(pk=payout_id, status=S.PROCESSING).update(
+        outcome_unknown_since=Coalesce(F("outcome_unknown_since"), now), updated_at=now
+    )
+
+
+def outcome_unknown_clear(payout_id: uuid.UUID) -> None:
+    """The provider answered that it never accepted the payout: no outcome is pending."""
+    PayoutRequest.objects.filter(pk=payout_id, status=S.PROCESSING).update(
+        outcome_unknown_since=None, updated_at=timezone.now()
+    )
+
+
+def review_flag(payout_id: uuid.UUID, *, reason: str) -> bool:
+    """Flag an unfinished payout for a person to look at; True the first time only."""
+    now = timezone.now()
+    return bool(
+        PayoutRequest.objects.filter(
+            pk=payout_id, status=S.PROCESSING, review_flagged_at__isnull=True
+        ).update(review_flagged_at=now, review_reason=reason[:500], updated_at=now)
     )

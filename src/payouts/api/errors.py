@@ -24,7 +24,12 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from ..errors import ClientReferenceConflict, PayoutNotCancelable, PayoutNotFound
+from ..errors import (
+    CancelUnconfirmed,
+    ClientReferenceConflict,
+    PayoutNotCancelable,
+    PayoutNotFound,
+)
 from .parsers import MAX_BODY_BYTES, LengthRequired, RequestTooLarge
 
 logger = logging.getLogger(__name__)
@@ -73,7 +78,8 @@ ANSWERS: dict[str, ErrorAnswer] = {
             400,
             "payout_not_cancelable",
             "Only NEW or PROCESSING payouts can be canceled.",
-            "The payout is already PAID, FAILED or CANCELED.",
+            "The payout is already PAID, FAILED or CANCELED, or the provider had already "
+            "executed it (`payout_status` says what it is now).",
         ),
         ErrorAnswer(400, "bad_request", "The request could not be understood.", "Malformed."),
         ErrorAnswer(
@@ -137,6 +143,15 @@ ANSWERS: dict[str, ErrorAnswer] = {
             "idempotent).",
             retry_after=1,
         ),
+        ErrorAnswer(
+            503,
+            "provider_unavailable",
+            "The provider must confirm this cancellation and did not answer; nothing changed. "
+            "Retry shortly.",
+            "Cancel of a payout whose provider call had started, and the provider could not be "
+            "reached: the payout is unchanged (still PROCESSING).",
+            retry_after=5,
+        ),
     )
 }
 
@@ -166,6 +181,11 @@ EXCEPTIONS: tuple[ErrorMapping, ...] = (
             f"The payout is {exc.payout.status}; only NEW or PROCESSING payouts can be canceled."
         ),
         lambda exc: {"payout_status": exc.payout.status},
+    ),
+    ErrorMapping(
+        CancelUnconfirmed,
+        "provider_unavailable",
+        details=lambda exc: {"payout_status": exc.payout.status},
     ),
     ErrorMapping(
         ClientReferenceConflict,

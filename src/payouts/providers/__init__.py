@@ -2,27 +2,39 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import (
-    PayoutDeclined,
+    CancelAnswer,
+    Canceled,
+    Declined,
+    ExecuteAnswer,
+    Executed,
+    LookupAnswer,
+    NotExecuted,
+    NotFound,
     PayoutInstruction,
-    PayoutPaid,
     PayoutProvider,
-    PayoutResult,
-    ProviderError,
-    ProviderPermanentError,
-    ProviderTransientError,
+    Pending,
+    ProviderAnswer,
+    Settled,
+    Unknown,
 )
 from .sandbox import SandboxProvider
 
 __all__ = (
-    "PayoutDeclined",
+    "CancelAnswer",
+    "Canceled",
+    "Declined",
+    "ExecuteAnswer",
+    "Executed",
+    "LookupAnswer",
+    "NotExecuted",
+    "NotFound",
     "PayoutInstruction",
-    "PayoutPaid",
     "PayoutProvider",
-    "PayoutResult",
-    "ProviderError",
-    "ProviderPermanentError",
-    "ProviderTransientError",
+    "Pending",
+    "ProviderAnswer",
     "SandboxProvider",
+    "Settled",
+    "Unknown",
     "get_provider",
 )
 
@@ -33,6 +45,5 @@ def get_provider() -> PayoutProvider:
         return SandboxProvider(
             latency_ms=settings.PAYOUTS_SANDBOX_LATENCY_MS,
             failure_rate=settings.PAYOUTS_SANDBOX_FAILURE_RATE,
-            timeout_seconds=settings.PAYOUTS_PROVIDER_TIMEOUT_SECONDS,
         )
     raise ImproperlyConfigured(f"Unknown PAYOUTS_PROVIDER {settings.PAYOUTS_PROVIDER!r}")

@@ -1,9 +1,25 @@
-"""The payment-provider boundary: what the worker asks of any PSP adapter.
+"""The payment-provider boundary: what the worker and the cancel path ask of any PSP adapter.
 
-An adapter executes one payout instruction and either returns a result (paid or declined) or
-raises one of two error kinds: transient (retry later with the same idempotency key) or
-permanent (retrying cannot help). The payout id is the idempotency key, so a retried or
-duplicated call never moves money twice.
+Three calls, each keyed by the payout id (the provider's idempotency key) and bounded by a
+deadline (a `time.monotonic()` instant) the adapter must honour: past it, it gives up and
+answers `Unknown`. None of them raises for an outcome; an exception out of an adapter is a bug,
+and the caller treats it as the worst answer that call could have had (`Unknown`).
+
+- ``execute``: make the payout, once per key; a repeat returns the first outcome.
+- ``lookup``: what the provider knows of a key.
+- ``cancel``: stop the payout if it has not settled; answered with the outcome if it has.
+
+The answers tell apart what a merchant's money depends on:
+
+- `Executed`: the provider paid it. `Declined`: it refused it; no money moved.
+- `Canceled`: it will never execute under this key (canceled, or the key was voided before any
+  payout arrived under it); no money moved.
+- `NotExecuted` (execute only): definitely not executed by this call: refused before it was
+  accepted (HTTP 503, 429, a connection refused before anything was sent). Safe to retry.
+- `Pending` (lookup only): accepted, not settled yet. `NotFound` (lookup only): no payout was
+  ever accepted under this key.
+- `Unknown`: no answer (a timeout, a lost answer, a reset connection): an execute may or may
+  not have been executed, and only a later answer of the provider can tell.
 """
 
 from dataclasses import dataclass
@@ -20,43 +36,64 @@ class PayoutInstruction:
 
 
 @dataclass(frozen=True, slots=True)
-class PayoutPaid:
+class Executed:
     reference: str
 
 
 @dataclass(frozen=True, slots=True)
-class PayoutDeclined:
+class Declined:
     code: str
     reason: str
 
 
-PayoutResult = PayoutPaid | PayoutDeclined
+@dataclass(frozen=True, slots=True)
+class Canceled:
+    pass
 
 
-class ProviderError(Exception):
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
+@dataclass(frozen=True, slots=True)
+class NotExecuted:
+    code: str
+    reason: str
 
 
-class ProviderTransientError(ProviderError):
-    """Timeouts, 5xx, rate limits: the same call may succeed later."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    pass
 
 
-class ProviderPermanentError(ProviderError):
-    """The provider rejected the call itself (bad credentials, malformed request)."""
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    code: str
+    reason: str
+
+
+# A payout the provider has finished with: these are the only answers that end a payout.
+Settled = Executed | Declined | Canceled
+ExecuteAnswer = Settled | NotExecuted | Unknown
+LookupAnswer = Settled | Pending | NotFound | Unknown
+CancelAnswer = Settled | Unknown
+ProviderAnswer = ExecuteAnswer | LookupAnswer
 
 
 class PayoutProvider(Protocol):
-    def execute(self, instruction: PayoutInstruction) -> PayoutResult:
+    def execute(self, instruction: PayoutInstruction, *, deadline: float) -> ExecuteAnswer:
         """Execute the payout once per idempotency key; a repeat returns the first outcome."""
         ...
 
-    def lookup(self, idempotency_key: str) -> PayoutResult | None:
-        """The outcome of a payout executed under this key, or None if it never was.
+    def lookup(self, idempotency_key: str, *, deadline: float) -> LookupAnswer:
+        """What the provider knows of the payout under this key."""
+        ...
 
-        Asked before giving up on a payout whose calls kept timing out: a timeout does not
-        mean the provider did not execute it.
+    def cancel(self, idempotency_key: str, *, deadline: float) -> CancelAnswer:
+        """Cancel the payout unless it has settled (then: its outcome).
+
+        `Canceled` also when no payout was ever accepted under the key: the key is voided, so
+        an execute that arrives later (a request still in flight) is refused, never paid.
         """
         ...

@@ -1,24 +1,34 @@
 """A sandbox PSP: behaves like a real payout provider, moves no money.
 
-It sleeps for a configurable latency, declines a configurable share of payouts at random with
-realistic codes, and treats a few destinations as deterministic test cases (like a real PSP's
-test account numbers):
+An accepted payout is pending for the provider's latency and settles at the end of it, paid or
+declined (a configurable share at random, with realistic codes); until then it can be canceled.
+An execute call waits for the settlement (at most until its deadline: then it answers Unknown,
+and the payout still settles). A few destinations are deterministic test cases, like a real
+PSP's test account numbers:
 
     sandbox:success              always paid (ignores the random failure rate)
     sandbox:decline:<code>       always declined with <code>, e.g. sandbox:decline:account_closed
-    sandbox:transient:<n>        the first n calls fail transiently (HTTP 503), then paid
-    sandbox:hang                 every call hangs until the client gives up (timeout)
-    sandbox:lost                 paid on the first call, but that call's answer is lost (a
+    sandbox:transient:<n>        the first n execute calls are refused (HTTP 503), then paid
+    sandbox:unreachable          every execute call is refused before it is sent (connection
+                                 refused): never executed
+    sandbox:hang                 no execute call is ever answered (each one times out) and
+                                 none is executed; lookups and cancels answer
+    sandbox:lost                 paid, but the answer of the first execute call is lost (a
                                  timeout); later calls and lookups return the payment
+    sandbox:lost-lookup-down:<n> as lost, and the first n lookups are refused (HTTP 503)
+    sandbox:cancel-refused       paid normally; every cancel call is refused (HTTP 503)
+    sandbox:slow:<ms>            paid, pending for <ms> milliseconds instead of the latency
 
-Every call is recorded in its ledger under the idempotency key; the outcome is written once,
-and any later call with the same key returns that outcome without executing again.
+Everything is recorded in its ledger (SandboxLedgerEntry) under the idempotency key, and every
+change of an entry is a compare-and-set, so concurrent calls cannot execute a payout twice.
 """
 
 import random
 import re
 import secrets
 import time
+from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import F
@@ -26,12 +36,18 @@ from django.utils import timezone
 
 from ..models import SandboxLedgerEntry, SandboxOutcome
 from .base import (
-    PayoutDeclined,
+    CancelAnswer,
+    Canceled,
+    Declined,
+    ExecuteAnswer,
+    Executed,
+    LookupAnswer,
+    NotExecuted,
+    NotFound,
     PayoutInstruction,
-    PayoutPaid,
-    PayoutResult,
-    ProviderPermanentError,
-    ProviderTransientError,
+    Pending,
+    Settled,
+    Unknown,
 )
 
 DECLINE_REASONS = {
@@ -45,57 +61,120 @@ RANDOM_DECLINE_CODES = tuple(DECLINE_REASONS)
 
 TEST_DESTINATION = re.compile(
     r"sandbox:(?:(?P<success>success)|decline:(?P<decline>[a-z0-9_]{1,64})"
-    r"|transient:(?P<transient>\d{1,3})|(?P<hang>hang)|(?P<lost>lost))"
+    r"|transient:(?P<transient>\d{1,3})|(?P<unreachable>unreachable)|(?P<hang>hang)"
+    r"|(?P<lost>lost)(?:-lookup-down:(?P<lookup_down>\d{1,3}))?"
+    r"|(?P<cancel_refused>cancel-refused)|slow:(?P<slow>\d{1,6}))"
 )
+
+REFUSED = NotExecuted("provider_unavailable", "The provider answered HTTP 503 Service Unavailable.")
+CONNECTION_REFUSED = NotExecuted(
+    "provider_unreachable", "The connection to the provider was refused."
+)
+TIMEOUT = Unknown("provider_timeout", "The provider did not answer in time.")
+
+
+@dataclass(frozen=True, slots=True)
+class TestCase:
+    """What a destination asks of the sandbox (all false: an ordinary payout)."""
+
+    match: re.Match[str] | None
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.match[name] if self.match else None
+
+    @property
+    def deterministic(self) -> bool:
+        return self.match is not None
+
+
+def _test_case(destination: str) -> TestCase:
+    return TestCase(TEST_DESTINATION.fullmatch(destination))
 
 
 class SandboxProvider:
-    def __init__(self, *, latency_ms: int, failure_rate: float, timeout_seconds: float) -> None:
+    def __init__(self, *, latency_ms: int, failure_rate: float) -> None:
         self.latency_seconds = latency_ms / 1000
         self.failure_rate = failure_rate
-        self.timeout_seconds = timeout_seconds
 
-    def execute(self, instruction: PayoutInstruction) -> PayoutResult:
-        entry = self._record_call(instruction)
-        if entry.outcome:
-            return self._result_of(entry)
+    # --- the three calls ------------------------------------------------------------------
 
-        test_case = TEST_DESTINATION.fullmatch(instruction.destination)
-        if test_case and test_case["hang"]:
-            time.sleep(self.timeout_seconds)
-            raise ProviderTransientError("provider_timeout", "The provider did not answer in time.")
-        if self.latency_seconds > self.timeout_seconds:
-            time.sleep(self.timeout_seconds)
-            raise ProviderTransientError("provider_timeout", "The provider did not answer in time.")
-        time.sleep(self.latency_seconds)
-        if test_case and test_case["transient"] and entry.calls <= int(test_case["transient"]):
-            raise ProviderTransientError(
-                "provider_unavailable", "The provider answered HTTP 503 Service Unavailable."
+    def execute(self, instruction: PayoutInstruction, *, deadline: float) -> ExecuteAnswer:
+        case = _test_case(instruction.destination)
+        if case["unreachable"]:
+            return CONNECTION_REFUSED
+        entry = self._receive(instruction)
+        if entry.outcome == SandboxOutcome.CANCELED:
+            return Canceled()
+        if (entry.amount, entry.currency, entry.destination) != (
+            instruction.amount,
+            instruction.currency,
+            instruction.destination,
+        ):
+            return Declined(
+                "idempotency_key_reused",
+                "The idempotency key was already used for a different payout.",
             )
+        if case["hang"]:
+            _sleep_until(deadline)
+            return TIMEOUT
+        if entry.outcome == SandboxOutcome.RECEIVED:
+            if case["transient"] and entry.calls <= int(case["transient"]):
+                _sleep_until(min(deadline, time.monotonic() + self.latency_seconds))
+                return REFUSED
+            self._accept(entry, case)
+        answer = self._wait_for_settlement(entry, deadline)
+        if case["lost"] and entry.calls == 1:
+            return Unknown("provider_timeout", "The provider did not answer in time.")
+        return answer
 
-        outcome: PayoutResult
-        if test_case and test_case["decline"]:
-            code = test_case["decline"]
-            outcome = PayoutDeclined(
-                code, DECLINE_REASONS.get(code, f"Declined by the bank ({code}).")
-            )
-        elif not test_case and random.random() < self.failure_rate:
-            code = random.choice(RANDOM_DECLINE_CODES)
-            outcome = PayoutDeclined(code, DECLINE_REASONS[code])
-        else:
-            outcome = PayoutPaid(reference=f"sbx_po_{secrets.token_hex(12)}")
-        outcome = self._execute_once(entry, outcome)
-        if test_case and test_case["lost"]:
-            raise ProviderTransientError(
-                "provider_timeout", "The provider did not answer in time (the payout was made)."
-            )
-        return outcome
-
-    def lookup(self, idempotency_key: str) -> PayoutResult | None:
+    def lookup(self, idempotency_key: str, *, deadline: float) -> LookupAnswer:
         entry = SandboxLedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
-        return self._result_of(entry) if entry and entry.outcome else None
+        if entry is None:
+            return NotFound()
+        case = _test_case(entry.destination)
+        SandboxLedgerEntry.objects.filter(pk=entry.pk).update(lookup_calls=F("lookup_calls") + 1)
+        entry.refresh_from_db()
+        if case["lookup_down"] and entry.lookup_calls <= int(case["lookup_down"]):
+            return Unknown(REFUSED.code, REFUSED.reason)
+        self._settle_if_due(entry)
+        if entry.outcome == SandboxOutcome.RECEIVED:
+            return NotFound()  # only refused calls: no payout was ever accepted
+        if entry.outcome == SandboxOutcome.PENDING:
+            return Pending()
+        return _settled(entry)
 
-    def _record_call(self, instruction: PayoutInstruction) -> SandboxLedgerEntry:
+    def cancel(self, idempotency_key: str, *, deadline: float) -> CancelAnswer:
+        with transaction.atomic():
+            # A key never seen is voided: an execute arriving later is refused (Canceled).
+            entry, _ = SandboxLedgerEntry.objects.get_or_create(
+                idempotency_key=idempotency_key,
+                defaults={
+                    "amount": 0,
+                    "outcome": SandboxOutcome.CANCELED,
+                    "canceled_at": timezone.now(),
+                },
+            )
+            SandboxLedgerEntry.objects.filter(pk=entry.pk).update(
+                cancel_calls=F("cancel_calls") + 1
+            )
+        if _test_case(entry.destination)["cancel_refused"]:
+            return Unknown(REFUSED.code, REFUSED.reason)
+        now = timezone.now()
+        # Refused calls only, or accepted and not settled yet: cancel, unless it settled first.
+        SandboxLedgerEntry.objects.filter(pk=entry.pk, outcome=SandboxOutcome.RECEIVED).update(
+            outcome=SandboxOutcome.CANCELED, canceled_at=now
+        )
+        SandboxLedgerEntry.objects.filter(
+            pk=entry.pk, outcome=SandboxOutcome.PENDING, settles_at__gt=now
+        ).update(outcome=SandboxOutcome.CANCELED, canceled_at=now)
+        entry.refresh_from_db()
+        self._settle_if_due(entry)
+        return _settled(entry)
+
+    # --- the ledger -----------------------------------------------------------------------
+
+    def _receive(self, instruction: PayoutInstruction) -> SandboxLedgerEntry:
+        """The entry of this key, with the call counted."""
         with transaction.atomic():
             entry, _ = SandboxLedgerEntry.objects.get_or_create(
                 idempotency_key=instruction.idempotency_key,
@@ -106,38 +185,64 @@ class SandboxProvider:
                 },
             )
             SandboxLedgerEntry.objects.filter(pk=entry.pk).update(calls=F("calls") + 1)
-            entry.refresh_from_db()
-        if (entry.amount, entry.currency, entry.destination) != (
-            instruction.amount,
-            instruction.currency,
-            instruction.destination,
-        ):
-            raise ProviderPermanentError(
-                "idempotency_key_reused",
-                "The idempotency key was already used for a different payout.",
-            )
+        entry.refresh_from_db()
         return entry
 
-    def _execute_once(self, entry: SandboxLedgerEntry, outcome: PayoutResult) -> PayoutResult:
-        """Write the outcome unless a concurrent call already did; return the one that stands."""
-        if isinstance(outcome, PayoutPaid):
-            values = {"outcome": SandboxOutcome.PAID, "reference": outcome.reference}
-        else:
-            values = {
-                "outcome": SandboxOutcome.DECLINED,
-                "decline_code": outcome.code,
-                "decline_reason": outcome.reason,
+    def _accept(self, entry: SandboxLedgerEntry, case: TestCase) -> None:
+        """RECEIVED -> PENDING with the outcome it will settle to (a concurrent call may win)."""
+        latency = int(case["slow"]) / 1000 if case["slow"] else self.latency_seconds
+        values: dict[str, object] = {
+            "outcome": SandboxOutcome.PENDING,
+            "settles_at": timezone.now() + timedelta(seconds=latency),
+        }
+        code = case["decline"]
+        if not code and not case.deterministic and random.random() < self.failure_rate:
+            code = random.choice(RANDOM_DECLINE_CODES)
+        if code:
+            values |= {
+                "decline_code": code,
+                "decline_reason": DECLINE_REASONS.get(code, f"Declined by the bank ({code})."),
             }
-        executed = SandboxLedgerEntry.objects.filter(pk=entry.pk, outcome="").update(
-            executed_at=timezone.now(), **values
+        else:
+            values["reference"] = f"sbx_po_{secrets.token_hex(12)}"
+        SandboxLedgerEntry.objects.filter(pk=entry.pk, outcome=SandboxOutcome.RECEIVED).update(
+            **values
         )
-        if executed:
-            return outcome
         entry.refresh_from_db()
-        return self._result_of(entry)
+
+    def _wait_for_settlement(self, entry: SandboxLedgerEntry, deadline: float) -> ExecuteAnswer:
+        if entry.outcome == SandboxOutcome.PENDING:
+            assert entry.settles_at is not None
+            wait = (entry.settles_at - timezone.now()).total_seconds()
+            if time.monotonic() + wait > deadline:
+                _sleep_until(deadline)
+                return TIMEOUT  # it still settles, without us
+            time.sleep(max(wait, 0))
+            self._settle_if_due(entry)
+        if entry.outcome == SandboxOutcome.PENDING:
+            return TIMEOUT  # the clock moved under us; the payout settles anyway
+        return _settled(entry)
 
     @staticmethod
-    def _result_of(entry: SandboxLedgerEntry) -> PayoutResult:
-        if entry.outcome == SandboxOutcome.PAID:
-            return PayoutPaid(reference=entry.reference)
-        return PayoutDeclined(entry.decline_code, entry.decline_reason)
+    def _settle_if_due(entry: SandboxLedgerEntry) -> None:
+        """PENDING -> PAID or DECLINED once settles_at has passed (unless canceled first)."""
+        if entry.outcome == SandboxOutcome.PENDING:
+            now = timezone.now()
+            outcome = SandboxOutcome.DECLINED if entry.decline_code else SandboxOutcome.PAID
+            SandboxLedgerEntry.objects.filter(
+                pk=entry.pk, outcome=SandboxOutcome.PENDING, settles_at__lte=now
+            ).update(outcome=outcome, executed_at=now)
+            entry.refresh_from_db()
+
+
+def _settled(entry: SandboxLedgerEntry) -> Settled:
+    if entry.outcome == SandboxOutcome.PAID:
+        return Executed(reference=entry.reference)
+    if entry.outcome == SandboxOutcome.DECLINED:
+        return Declined(entry.decline_code, entry.decline_reason)
+    assert entry.outcome == SandboxOutcome.CANCELED, entry.outcome
+    return Canceled()
+
+
+def _sleep_until(deadline: float) -> None:
+    time.sleep(max(deadline - time.monotonic(), 0))

@@ -1,26 +1,68 @@
-"""Processing a payout: one attempt of the worker, through the provider."""
+"""Processing a payout: one attempt of the worker, through the provider.
+
+An attempt is one delivery of the processing task that holds the payout's lease. It counts
+one against the payout's retry budget (PAYOUTS_MAX_RETRIES retries after the first attempt),
+whatever it does or however it fails, so nothing loops for ever. What it does:
+
+1. If an earlier call's outcome is unknown, or the budget is spent after a call started, ask
+   the provider (`lookup`) before anything else. Its settled answer finishes the payout.
+2. With budget left, mark the execute as started (a compare-and-set a cancel races against),
+   then `execute`. Executed, declined or canceled: finish. Not executed: retry later.
+   Unknown: retry later, starting with a lookup.
+3. With the budget spent and the provider still without an answer: never guess. A payout the
+   provider confirms it does not have is voided there (`cancel`) before it is FAILED; one whose
+   outcome stays unknown is looked up again on a backoff, and flagged for review after
+   PAYOUTS_REVIEW_AFTER_SECONDS.
+"""
 
 import logging
+import random
 import uuid
+from collections.abc import Callable
+from datetime import timedelta
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db.models import Q
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
-from ..models import EventActor, PayoutEvent, PayoutRequest, PayoutStatus
+from ..heartbeat import lease_heartbeat
+from ..models import EventActor, PayoutRequest, PayoutStatus, ProviderCallKind
 from ..providers import (
-    PayoutDeclined,
+    CancelAnswer,
+    Canceled,
+    Declined,
+    ExecuteAnswer,
+    Executed,
+    LookupAnswer,
+    NotExecuted,
+    NotFound,
     PayoutInstruction,
     PayoutProvider,
-    PayoutResult,
-    ProviderPermanentError,
-    ProviderTransientError,
+    Pending,
+    Unknown,
     get_provider,
 )
-from ..transitions import lease_take_over, transition
+from ..transitions import (
+    lease_extend,
+    lease_take_over,
+    mark_execute_started,
+    outcome_unknown_clear,
+    outcome_unknown_mark,
+    review_flag,
+    transition,
+)
+from .provider_calls import Answer, apply_settled, call_provider
 from .queueing import lease_deadline
 
 logger = logging.getLogger(__name__)
+
+
+class AttemptDeferred(Exception):
+    """Try this payout again in `countdown` seconds (its lease covers the wait)."""
+
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(reason)
+        self.countdown = countdown
 
 
 def payout_process(
@@ -30,14 +72,13 @@ def payout_process(
     recovered: bool = False,
     provider: PayoutProvider | None = None,
 ) -> PayoutStatus | None:
-    """One processing attempt: take the lease, call the provider, apply the outcome.
+    """One processing attempt: take the lease, work the payout, return the status it is left in.
 
     `attempt_id` identifies the delivery (the Celery task id, which a retry keeps). Safe to run
     any number of times for the same payout: the claim NEW -> PROCESSING and the lease takeover
-    are compare-and-set updates, so of concurrent deliveries only the lease holder calls the
-    provider (keyed by payout id) until its lease expires; the others return at once. Raises
-    ProviderTransientError when the attempt should be retried later; once the payout's
-    PAYOUTS_MAX_RETRIES retries are spent it fails instead. Returns the status it is left in.
+    are compare-and-set updates, so of concurrent deliveries only the lease holder works on it
+    until its lease expires (the heartbeat renews it meanwhile); the others return at once.
+    Raises AttemptDeferred when the task should run again later.
     """
     actor = EventActor.RECOVERY if recovered else EventActor.WORKER
     claimed = transition(
@@ -59,116 +100,200 @@ def payout_process(
     if not claimed or payout is None or payout.status != PayoutStatus.PROCESSING:
         # Finished or canceled, or another delivery holds the lease: nothing to do here.
         return PayoutStatus(payout.status) if payout else None
-    final_attempt = payout.attempts > settings.PAYOUTS_MAX_RETRIES
+    attempt = _Attempt(payout, attempt_id, actor, provider or get_provider())
+    with lease_heartbeat.hold(payout.pk, attempt_id):
+        try:
+            return attempt.run()
+        except (AttemptDeferred, OperationalError, InterfaceError):
+            raise  # a retry, or our own database unavailable: the task tries again later
+        except Exception as exc:
+            # A bug, here or in what we call. It spends the budget like any failed attempt.
+            logger.exception("payout %s: attempt %d failed", payout.pk, payout.attempts)
+            return attempt.unresolved(f"unexpected error: {type(exc).__name__}: {exc}")
 
-    provider = provider or get_provider()
-    instruction = PayoutInstruction(
-        idempotency_key=str(payout.pk),
-        amount=payout.amount,
-        currency=payout.currency,
-        destination=payout.destination,
-    )
-    try:
-        result: PayoutResult = provider.execute(instruction)
-    except SoftTimeLimitExceeded:
-        # Under the prefork pool the task's time limit cut the call short: a provider timeout.
-        exc = ProviderTransientError(
-            "provider_timeout", "The provider call exceeded the time limit."
+
+class _Attempt:
+    def __init__(
+        self, payout: PayoutRequest, attempt_id: str, actor: EventActor, provider: PayoutProvider
+    ) -> None:
+        self.payout = payout
+        self.attempt_id = attempt_id
+        self.actor = actor
+        self.provider = provider
+        self.key = str(payout.pk)
+
+    @property
+    def budget_left(self) -> bool:
+        """May this attempt execute? The first attempt plus PAYOUTS_MAX_RETRIES retries."""
+        return self.payout.attempts <= settings.PAYOUTS_MAX_RETRIES + 1
+
+    @property
+    def retries_left(self) -> bool:
+        """Does another attempt remain after this one?"""
+        return self.payout.attempts <= settings.PAYOUTS_MAX_RETRIES
+
+    def run(self) -> PayoutStatus:
+        payout = self.payout
+        if payout.outcome_unknown_since is not None or (
+            not self.budget_left and payout.execute_started_at is not None
+        ):
+            match known := self._call(ProviderCallKind.LOOKUP, self._lookup):
+                case Executed() | Declined() | Canceled():
+                    return apply_settled(payout, known, actor=self.actor)
+                case Pending():
+                    return self.unresolved("the provider has the payout pending")
+                case Unknown():
+                    return self.unresolved(f"lookup: {known.code}: {known.reason}")
+                case NotFound():
+                    # No payout was ever accepted under the key: what we sent never arrived.
+                    outcome_unknown_clear(payout.pk)
+                    payout.outcome_unknown_since = None
+        if not self.budget_left:
+            return self.give_up("retries exhausted")
+
+        if not mark_execute_started(payout.pk, owner=self.attempt_id):
+            # Canceled meanwhile (before any call: the provider is never asked), or our lease
+            # went to another delivery.
+            payout.refresh_from_db()
+            return PayoutStatus(payout.status)
+        payout.execute_started_at = payout.execute_started_at or timezone.now()
+        match answer := self._call(ProviderCallKind.EXECUTE, self._execute):
+            case Executed() | Declined() | Canceled():
+                return apply_settled(payout, answer, actor=self.actor)
+            case NotExecuted():
+                if self.retries_left:
+                    self.defer(f"{answer.code}: {answer.reason}")
+                return self.give_up(f"{answer.code}: {answer.reason}")
+            case Unknown():
+                outcome_unknown_mark(payout.pk)
+                payout.outcome_unknown_since = payout.outcome_unknown_since or timezone.now()
+                return self.unresolved(f"execute: {answer.code}: {answer.reason}")
+            case _:
+                raise AssertionError(f"unexpected answer {answer!r}")
+
+    # --- the provider's three calls, recorded -----------------------------------------------
+
+    def _call(self, kind: ProviderCallKind, call: Callable[[float], Answer]) -> Answer | Unknown:
+        return call_provider(
+            self.payout,
+            kind,
+            call,
+            timeout=settings.PAYOUTS_PROVIDER_TIMEOUT_SECONDS,
+            requested_by=self.actor,
+            attempt=self.payout.attempts,
         )
-        if not final_attempt:
-            raise exc from None
-        return _fail_after_retries(payout, exc, provider, actor=actor, attempt_id=attempt_id)
-    except ProviderTransientError as exc:
-        if not final_attempt:
-            raise
-        return _fail_after_retries(payout, exc, provider, actor=actor, attempt_id=attempt_id)
-    except ProviderPermanentError as exc:
-        result = PayoutDeclined(exc.code, exc.reason)
-    return _apply_outcome(payout, result, actor=actor)
 
+    def _execute(self, deadline: float) -> ExecuteAnswer:
+        payout = self.payout
+        instruction = PayoutInstruction(
+            idempotency_key=self.key,
+            amount=payout.amount,
+            currency=payout.currency,
+            destination=payout.destination,
+        )
+        return self.provider.execute(instruction, deadline=deadline)
 
-def _fail_after_retries(
-    payout: PayoutRequest,
-    exc: ProviderTransientError,
-    provider: PayoutProvider,
-    *,
-    actor: EventActor,
-    attempt_id: str,
-) -> PayoutStatus:
-    """FAILED provider_unavailable once the provider confirms it never executed the payout.
+    def _lookup(self, deadline: float) -> LookupAnswer:
+        return self.provider.lookup(self.key, deadline=deadline)
 
-    A call that timed out may still have been executed, so the provider is asked first and its
-    answer, if it has one, is applied instead. If even that lookup cannot reach the provider,
-    the outcome is unknown and the payout stays PROCESSING (SPEC: no final status on a guess):
-    its lease runs out and the recovery sweep re-queues it, each later delivery asking again.
-    Giving up happens only while this delivery still holds the lease: had the lease passed to
-    another delivery (ours outlived it), that one may still get the payout paid.
-    """
-    try:
-        known = provider.lookup(str(payout.pk))
-    except ProviderTransientError as lookup_exc:
+    def _cancel(self, deadline: float) -> CancelAnswer:
+        return self.provider.cancel(self.key, deadline=deadline)
+
+    # --- when the provider did not finish it ------------------------------------------------
+
+    def defer(self, reason: str) -> None:
+        """Retry after a backoff (exponential, full jitter); the lease covers the wait."""
+        ceiling = min(
+            settings.PAYOUTS_RETRY_BACKOFF_MAX_SECONDS,
+            settings.PAYOUTS_RETRY_BACKOFF_SECONDS * 2 ** (self.payout.attempts - 1),
+        )
+        countdown = random.uniform(0, ceiling)
+        until = timezone.now() + timedelta(seconds=countdown + settings.PAYOUTS_LEASE_SECONDS)
+        lease_extend(self.payout.pk, owner=self.attempt_id, until=until)
+        logger.info(
+            "payout %s: attempt %d did not finish it (%s); retrying in %.1f s",
+            self.payout.pk,
+            self.payout.attempts,
+            reason,
+            countdown,
+        )
+        raise AttemptDeferred(countdown, reason)
+
+    def unresolved(self, reason: str) -> PayoutStatus:
+        """No answer settles the payout yet: retry while the budget lasts, else look it up later.
+
+        Past the budget the payout stays PROCESSING: its lease is set to the next re-check and
+        the recovery sweep (beat) queues it then, with a backoff up to
+        PAYOUTS_RECHECK_MAX_SECONDS. It is flagged for review once its outcome has been unknown
+        for PAYOUTS_REVIEW_AFTER_SECONDS, or at once if the budget went on errors of our own.
+        """
+        if self.retries_left:
+            self.defer(reason)
+        payout = self.payout
+        if payout.execute_started_at is None and payout.outcome_unknown_since is None:
+            # Nothing was ever sent: no money can have moved, and no answer is to be awaited.
+            return self.give_up(reason)
+        now = timezone.now()
+        unknown_for = now - (payout.outcome_unknown_since or now)
+        review_after = timedelta(seconds=settings.PAYOUTS_REVIEW_AFTER_SECONDS)
+        needs_review = reason.startswith("unexpected error") or unknown_for >= review_after
+        if needs_review and review_flag(
+            payout.pk, reason=f"no answer of the provider after the retries: {reason}"
+        ):
+            logger.error(
+                "payout %s flagged for review: %s (outcome unknown for %s)",
+                payout.pk,
+                reason,
+                unknown_for,
+            )
+        past = max(payout.attempts - settings.PAYOUTS_MAX_RETRIES - 1, 0)
+        delay = min(
+            settings.PAYOUTS_RECHECK_MAX_SECONDS,
+            settings.PAYOUTS_RETRY_BACKOFF_SECONDS * 2 ** min(past, 20),
+        )
+        lease_extend(payout.pk, owner=self.attempt_id, until=now + timedelta(seconds=delay))
         logger.warning(
-            "payout %s: calls failed (%s) and the lookup too (%s): outcome unknown, it stays "
-            "PROCESSING until the provider answers",
+            "payout %s: outcome not known (%s); it stays PROCESSING, next look in %d s",
             payout.pk,
-            exc,
-            lookup_exc,
+            reason,
+            delay,
         )
         return PayoutStatus.PROCESSING
-    if known is not None:
-        logger.warning(
-            "payout %s: calls failed (%s) but the provider has it: %s", payout.pk, exc, known
+
+    def give_up(self, reason: str) -> PayoutStatus:
+        """FAILED, once the provider cannot execute it any more; no final status on a guess.
+
+        Never sent: FAILED at once. Sent, and the provider has no payout under the key (it said
+        so, or refused every call): the key is voided with `cancel` first, so a request still
+        in flight cannot be executed later, and only a confirmed void fails the payout.
+        """
+        payout = self.payout
+        code = "provider_unavailable" if payout.execute_started_at else "processing_error"
+        if payout.execute_started_at is not None:
+            match void := self._call(ProviderCallKind.CANCEL, self._cancel):
+                case Executed() | Declined():
+                    return apply_settled(payout, void, actor=self.actor)
+                case Unknown():
+                    return self.unresolved(f"void: {void.code}: {void.reason}")
+                case Canceled():
+                    pass
+                case _:
+                    raise AssertionError(f"unexpected answer {void!r}")
+        why = (
+            f"The provider did not execute the payout in {payout.attempts} attempts ({reason})."
+            if code == "provider_unavailable"
+            else f"The payout could not be processed ({reason}); the provider was never called."
         )
-        return _apply_outcome(payout, known, actor=actor)
-    logger.warning("payout %s: provider unavailable, retries exhausted: %s", payout.pk, exc)
-    result = PayoutDeclined(
-        "provider_unavailable", f"The provider stayed unavailable after retries ({exc.reason})"
-    )
-    return _apply_outcome(payout, result, actor=actor, only_if=Q(lease_owner=attempt_id))
-
-
-def _apply_outcome(
-    payout: PayoutRequest, result: PayoutResult, *, actor: EventActor, only_if: Q | None = None
-) -> PayoutStatus:
-    if isinstance(result, PayoutDeclined):
-        target, reason = PayoutStatus.FAILED, f"{result.code}: {result.reason}"
+        logger.warning("payout %s: giving up, %s: %s", payout.pk, code, reason)
         moved = transition(
             payout.pk,
-            to=target,
-            actor=actor,
-            reason=reason,
-            only_if=only_if,
-            failure_code=result.code,
-            failure_reason=result.reason,
+            to=PayoutStatus.FAILED,
+            actor=self.actor,
+            reason=f"{code}: {why}",
+            failure_code=code,
+            failure_reason=why[:500],
         )
-    else:
-        target, reason = PayoutStatus.PAID, f"provider reference {result.reference}"
-        moved = transition(
-            payout.pk,
-            to=target,
-            actor=actor,
-            reason=reason,
-            only_if=only_if,
-            provider_reference=result.reference,
-        )
-    if moved:
-        return target
-    payout.refresh_from_db()
-    if payout.status in (target, PayoutStatus.PROCESSING):
-        # The same outcome applied by another delivery, or our give-up lost the lease to a
-        # delivery that is still trying: nothing to record.
+        if moved:
+            return PayoutStatus.FAILED
+        payout.refresh_from_db()
         return PayoutStatus(payout.status)
-    # The payout reached another final status first (a cancel while the provider worked):
-    # that status stands, and the outcome is kept in the history for reconciliation.
-    PayoutEvent.objects.create(
-        payout=payout,
-        from_status=payout.status,
-        to_status=target,
-        actor=actor,
-        reason=f"not applied, payout already {payout.status}: {reason}",
-        applied=False,
-    )
-    # Money may have moved on a payout our records call CANCELED or FAILED: someone must look.
-    log = logger.error if target == PayoutStatus.PAID else logger.warning
-    log("payout %s: provider said %s after it became %s", payout.pk, target, payout.status)
-    return PayoutStatus(payout.status)

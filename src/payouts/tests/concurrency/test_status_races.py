@@ -25,7 +25,7 @@ ROUNDS = 50
 
 
 def sandbox(latency_ms: int = 0) -> SandboxProvider:
-    return SandboxProvider(latency_ms=latency_ms, failure_rate=0.0, timeout_seconds=5)
+    return SandboxProvider(latency_ms=latency_ms, failure_rate=0.0)
 
 
 class ConcurrentStatusMoveTests(ConcurrencyTestCase):
@@ -115,7 +115,7 @@ class ConcurrentStatusMoveTests(ConcurrencyTestCase):
                     1,
                 )
 
-    def test_cancel_racing_a_whole_processing_attempt_never_loses_the_cancel(self) -> None:
+    def test_cancel_racing_a_whole_processing_attempt_never_cancels_a_paid_payout(self) -> None:
         for round_ in range(30):
             payout_id = self.new_payout(f"cancel-vs-attempt-{round_}")
 
@@ -144,11 +144,10 @@ class ConcurrentStatusMoveTests(ConcurrencyTestCase):
                     self.assertEqual(canceled, S.CANCELED)
                     self.assertEqual(payout.status, S.CANCELED)
                     self.assertEqual(payout.provider_reference, "")
-                    # If the provider executed it anyway, the history says so, unapplied.
-                    executed = entry is not None and entry.outcome == SandboxOutcome.PAID
-                    self.assertEqual(late.count(), 1 if executed else 0)
-                    if executed:
-                        self.assertEqual(late.get().to_status, S.PAID)
+                    # CANCELED promises no money moved: the provider never executed it (it was
+                    # never called, or it confirmed the cancel), and no outcome came late.
+                    self.assertIn(entry.outcome if entry else None, (None, SandboxOutcome.CANCELED))
+                    self.assertFalse(late.exists())
 
     def test_duplicate_deliveries_at_once_call_the_provider_once(self) -> None:
         for round_ in range(5):

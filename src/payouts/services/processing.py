@@ -51,7 +51,7 @@ from ..transitions import (
     review_flag,
     transition,
 )
-from .provider_calls import Answer, apply_settled, call_provider
+from .provider_calls import ADAPTER_ERROR, Answer, apply_settled, call_provider
 from .queueing import lease_deadline
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def payout_process(
         except Exception as exc:
             # A bug, here or in what we call. It spends the budget like any failed attempt.
             logger.exception("payout %s: attempt %d failed", payout.pk, payout.attempts)
-            return attempt.unresolved(f"unexpected error: {type(exc).__name__}: {exc}")
+            return attempt.unresolved(f"{type(exc).__name__}: {exc}", error=True)
 
 
 class _Attempt:
@@ -143,7 +143,9 @@ class _Attempt:
                 case Pending():
                     return self.unresolved("the provider has the payout pending")
                 case Unknown():
-                    return self.unresolved(f"lookup: {known.code}: {known.reason}")
+                    return self.unresolved(
+                        f"lookup: {known.code}: {known.reason}", error=known.code == ADAPTER_ERROR
+                    )
                 case NotFound():
                     # No payout was ever accepted under the key: what we sent never arrived.
                     outcome_unknown_clear(payout.pk)
@@ -167,7 +169,9 @@ class _Attempt:
             case Unknown():
                 outcome_unknown_mark(payout.pk)
                 payout.outcome_unknown_since = payout.outcome_unknown_since or timezone.now()
-                return self.unresolved(f"execute: {answer.code}: {answer.reason}")
+                return self.unresolved(
+                    f"execute: {answer.code}: {answer.reason}", error=answer.code == ADAPTER_ERROR
+                )
             case _:
                 raise AssertionError(f"unexpected answer {answer!r}")
 
@@ -219,13 +223,14 @@ class _Attempt:
         )
         raise AttemptDeferred(countdown, reason)
 
-    def unresolved(self, reason: str) -> PayoutStatus:
+    def unresolved(self, reason: str, *, error: bool = False) -> PayoutStatus:
         """No answer settles the payout yet: retry while the budget lasts, else look it up later.
 
         Past the budget the payout stays PROCESSING: its lease is set to the next re-check and
         the recovery sweep (beat) queues it then, with a backoff up to
         PAYOUTS_RECHECK_MAX_SECONDS. It is flagged for review once its outcome has been unknown
-        for PAYOUTS_REVIEW_AFTER_SECONDS, or at once if the budget went on errors of our own.
+        for PAYOUTS_REVIEW_AFTER_SECONDS, or at once if the budget went on an `error` (a bug of
+        ours or of the adapter: waiting will not fix it).
         """
         if self.retries_left:
             self.defer(reason)
@@ -236,7 +241,7 @@ class _Attempt:
         now = timezone.now()
         unknown_for = now - (payout.outcome_unknown_since or now)
         review_after = timedelta(seconds=settings.PAYOUTS_REVIEW_AFTER_SECONDS)
-        needs_review = reason.startswith("unexpected error") or unknown_for >= review_after
+        needs_review = error or unknown_for >= review_after
         if needs_review and review_flag(
             payout.pk, reason=f"no answer of the provider after the retries: {reason}"
         ):
@@ -274,7 +279,9 @@ class _Attempt:
                 case Executed() | Declined():
                     return apply_settled(payout, void, actor=self.actor)
                 case Unknown():
-                    return self.unresolved(f"void: {void.code}: {void.reason}")
+                    return self.unresolved(
+                        f"void: {void.code}: {void.reason}", error=void.code == ADAPTER_ERROR
+                    )
                 case Canceled():
                     pass
                 case _:

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer", bound=ProviderAnswer)
 
+# The code of the Unknown that stands for an adapter that raised (a bug, not the provider).
+ADAPTER_ERROR = "adapter_error"
+
 OUTCOMES: dict[type, ProviderCallOutcome] = {
     Executed: ProviderCallOutcome.EXECUTED,
     Declined: ProviderCallOutcome.DECLINED,
@@ -79,7 +82,7 @@ def call_provider(
         outcome = OUTCOMES[type(answer)]
     except Exception as exc:
         logger.exception("payout %s: the provider's %s call raised", payout.pk, kind)
-        answer = Unknown("provider_error", f"{type(exc).__name__}: {exc}"[:500])
+        answer = Unknown(ADAPTER_ERROR, f"{type(exc).__name__}: {exc}"[:500])
         outcome = ProviderCallOutcome.ERROR
     ProviderCall.objects.filter(pk=record.pk).update(
         finished_at=timezone.now(),

@@ -2,7 +2,12 @@
 
 import uuid
 
+from django.test import override_settings
+
+from payouts import services
 from payouts.models import EventActor, PayoutEvent, PayoutRequest, PayoutStatus
+from payouts.providers import SandboxProvider
+from payouts.services.processing import AttemptDeferred
 
 from .helpers import ApiTestCase, cancel_url, events_url
 
@@ -47,6 +52,42 @@ class CancelPayoutTests(ApiTestCase):
             list(payout.events.order_by("id").values_list("from_status", "to_status")),
             [("", "NEW"), ("NEW", "PROCESSING"), ("PROCESSING", "CANCELED")],
         )
+
+    def started_at_the_provider(self, destination: str, latency_ms: int) -> PayoutRequest:
+        """A payout whose execute call reached the sandbox and timed out (answer unknown)."""
+        payout = self.created_payout(destination=destination)
+        provider = SandboxProvider(latency_ms=latency_ms, failure_rate=0.0)
+        with (
+            override_settings(PAYOUTS_PROVIDER_TIMEOUT_SECONDS=0.05),
+            self.assertRaises(AttemptDeferred),
+        ):
+            services.payout_process(payout_id=payout.pk, attempt_id="task-1", provider=provider)
+        return payout
+
+    def test_cancel_after_the_call_started_is_confirmed_by_the_provider(self) -> None:
+        payout = self.started_at_the_provider("sandbox:success", latency_ms=60_000)
+        response = self.client.post(cancel_url(payout.pk))
+        self.assertEqual(response.status_code, 200, response.content)
+        self.assertEqual(response.json()["status"], "CANCELED")
+
+    def test_cancel_after_the_provider_executed_is_400_with_the_status_it_now_has(self) -> None:
+        payout = self.started_at_the_provider("sandbox:lost", latency_ms=0)
+        body = self.assertProblem(
+            self.client.post(cancel_url(payout.pk)), 400, "payout_not_cancelable"
+        )
+        self.assertEqual(body["payout_status"], "PAID")
+        self.assertIn("PAID", body["message"])
+        payout.refresh_from_db()
+        self.assertEqual(payout.status, PayoutStatus.PAID)
+
+    def test_cancel_the_provider_cannot_confirm_is_503_and_changes_nothing(self) -> None:
+        payout = self.started_at_the_provider("sandbox:cancel-refused", latency_ms=60_000)
+        response = self.client.post(cancel_url(payout.pk))
+        body = self.assertProblem(response, 503, "provider_unavailable")
+        self.assertEqual(response["Retry-After"], "5")
+        self.assertEqual(body["payout_status"], "PROCESSING")
+        payout.refresh_from_db()
+        self.assertEqual(payout.status, PayoutStatus.PROCESSING)
 
     def test_cancel_of_paid_payout_is_rejected(self) -> None:
         payout = self.created_payout()

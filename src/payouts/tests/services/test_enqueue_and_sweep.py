@@ -335,8 +335,8 @@ class UnfinishedPayoutNeedsLeaseOnSQLiteTests(SimpleTestCase):
                 "INSERT INTO payouts_payoutrequest (id, client_id, client_reference, amount,"
                 " currency, destination, metadata, status, failure_code, failure_reason,"
                 " provider_reference, created_at, updated_at, lease_expires_at, lease_owner,"
-                " attempts) VALUES (%s, 1, %s, 1, 'EUR', 'd', '{}', %s, '', '', '', '2026-01-01',"
-                " '2026-01-01', %s, '', 0)"
+                " attempts, review_reason) VALUES (%s, 1, %s, 1, 'EUR', 'd', '{}', %s, '', '', '',"
+                " '2026-01-01', '2026-01-01', %s, '', 0, '')"
             )
             cursor.execute(insert, ["a" * 32, "paid", "PAID", None])  # final: no lease needed
             cursor.execute(insert, ["b" * 32, "leased", "NEW", "2026-01-01"])

@@ -1,4 +1,7 @@
-"""payout_process against the real sandbox provider and database (no broker, no worker)."""
+"""payout_process against the real sandbox provider and database (no broker, no worker).
+
+Every test ends on the money invariant: what the payout says is what the sandbox ledger did.
+"""
 
 from decimal import Decimal
 
@@ -11,27 +14,44 @@ from payouts.models import (
     EventActor,
     PayoutRequest,
     PayoutStatus,
+    ProviderCall,
     SandboxLedgerEntry,
+    SandboxOutcome,
 )
 from payouts.providers import (
+    CancelAnswer,
+    ExecuteAnswer,
+    LookupAnswer,
     PayoutInstruction,
-    PayoutPaid,
-    PayoutResult,
-    ProviderTransientError,
     SandboxProvider,
 )
+from payouts.services.processing import AttemptDeferred
 from payouts.transitions import transition
 
-# Answers at once: "hang" gives up after a zero timeout, everything else has no latency.
-PROVIDER = SandboxProvider(latency_ms=0, failure_rate=0.0, timeout_seconds=0)
+S = PayoutStatus
+# Settles at once; "hang" and slow payouts give up at the (short) deadline below.
+PROVIDER = SandboxProvider(latency_ms=0, failure_rate=0.0)
 
 
-class PayoutProcessTests(TestCase):
-    def create(self, destination: str) -> PayoutRequest:
+def ledger(payout: PayoutRequest) -> SandboxLedgerEntry | None:
+    return SandboxLedgerEntry.objects.filter(idempotency_key=str(payout.pk)).first()
+
+
+def calls(payout: PayoutRequest) -> list[tuple[str, str]]:
+    return list(
+        ProviderCall.objects.filter(payout=payout)
+        .order_by("started_at", "id")
+        .values_list("kind", "outcome")
+    )
+
+
+@override_settings(PAYOUTS_PROVIDER_TIMEOUT_SECONDS=0.05)
+class PayoutProcessTestCase(TestCase):
+    def create(self, destination: str, reference: str = "") -> PayoutRequest:
         client, _ = ApiClient.objects.get_or_create(name="merchant")
         return services.payout_create(
             client=client,
-            client_reference=destination,
+            client_reference=reference or destination,
             amount=Decimal("12.50"),
             currency="EUR",
             destination=destination,
@@ -39,150 +59,267 @@ class PayoutProcessTests(TestCase):
         ).payout
 
     def process(
-        self, payout: PayoutRequest, *, delivery: str = "task-1", recovered: bool = False
+        self, payout: PayoutRequest, *, delivery: str = "task-1", provider: object = PROVIDER
     ) -> PayoutStatus | None:
         return services.payout_process(
-            payout_id=payout.pk, attempt_id=delivery, recovered=recovered, provider=PROVIDER
+            payout_id=payout.pk,
+            attempt_id=delivery,
+            recovered=delivery != "task-1",
+            provider=provider,  # type: ignore[arg-type]
         )
 
-    def test_success_claims_pays_and_records_the_provider_reference(self) -> None:
-        payout = self.create("sandbox:success")
-        self.assertEqual(self.process(payout), PayoutStatus.PAID)
-        payout.refresh_from_db()
-        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
-        self.assertEqual(payout.provider_reference, entry.reference)
-        self.assertEqual((payout.attempts, entry.calls), (1, 1))
-        self.assertIsNotNone(payout.processed_at)
-        self.assertIsNone(payout.lease_expires_at)
+    def deferred(self, payout: PayoutRequest, **kwargs: object) -> AttemptDeferred:
+        with self.assertRaises(AttemptDeferred) as caught:
+            self.process(payout, **kwargs)  # type: ignore[arg-type]
+        return caught.exception
 
-    def test_a_second_delivery_after_the_outcome_changes_nothing(self) -> None:
+    def expire_lease(self, payout: PayoutRequest) -> None:
+        """As if the lease ran out (a re-check is due, or the worker died)."""
+        PayoutRequest.objects.filter(pk=payout.pk).update(lease_expires_at=timezone.now())
+
+
+class ExecuteTests(PayoutProcessTestCase):
+    def test_success_claims_pays_and_records_the_call(self) -> None:
+        payout = self.create("sandbox:success")
+        self.assertEqual(self.process(payout), S.PAID)
+        payout.refresh_from_db()
+        entry = ledger(payout)
+        assert entry is not None
+        self.assertEqual((entry.outcome, entry.calls), (SandboxOutcome.PAID, 1))
+        self.assertEqual(payout.provider_reference, entry.reference)
+        self.assertEqual(payout.attempts, 1)
+        self.assertIsNotNone(payout.execute_started_at)
+        self.assertIsNone(payout.lease_expires_at)
+        call = ProviderCall.objects.get(payout=payout)
+        self.assertEqual((call.kind, call.outcome, call.attempt), ("execute", "executed", 1))
+        self.assertEqual(call.requested_by, EventActor.WORKER)
+        self.assertIsNotNone(call.finished_at)
+        self.assertIsNotNone(call.latency_ms)
+
+    def test_a_second_delivery_after_the_outcome_calls_nothing(self) -> None:
         payout = self.create("sandbox:success")
         self.process(payout)
-        self.assertEqual(self.process(payout), PayoutStatus.PAID)
-        self.assertEqual(payout.events.filter(to_status=PayoutStatus.PAID).count(), 1)
-        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
-        self.assertEqual(entry.calls, 1)  # the second delivery never reached the provider
+        self.assertEqual(self.process(payout, delivery="task-2"), S.PAID)
+        self.assertEqual(payout.events.filter(to_status=S.PAID).count(), 1)
+        self.assertEqual(calls(payout), [("execute", "executed")])
 
     def test_decline_fails_at_once_with_the_providers_code(self) -> None:
         payout = self.create("sandbox:decline:account_closed")
-        self.assertEqual(self.process(payout), PayoutStatus.FAILED)
+        self.assertEqual(self.process(payout), S.FAILED)
         payout.refresh_from_db()
         self.assertEqual(payout.failure_code, "account_closed")
-        self.assertTrue(payout.failure_reason)
+        self.assertEqual(ledger(payout).outcome, SandboxOutcome.DECLINED)  # type: ignore[union-attr]
+
+    def test_refusals_are_retried_then_paid_and_every_call_is_recorded(self) -> None:
+        payout = self.create("sandbox:transient:2")
+        for _ in range(2):
+            deferred = self.deferred(payout)
+            payout.refresh_from_db()
+            # The lease covers the backoff: the sweep must not re-queue it meanwhile.
+            assert payout.lease_expires_at is not None
+            self.assertGreaterEqual(
+                (payout.lease_expires_at - timezone.now()).total_seconds(), deferred.countdown
+            )
+        self.assertEqual(self.process(payout), S.PAID)
+        self.assertEqual(
+            calls(payout),
+            [("execute", "not_executed"), ("execute", "not_executed"), ("execute", "executed")],
+        )
+        self.assertEqual(
+            list(ProviderCall.objects.filter(payout=payout).values_list("attempt", flat=True)),
+            [1, 2, 3],
+        )
 
     @override_settings(PAYOUTS_MAX_RETRIES=2)
-    def test_transient_errors_are_retried_until_the_payouts_own_budget_is_spent(self) -> None:
-        payout = self.create("sandbox:hang")
+    def test_never_executed_fails_only_after_the_budget_and_a_confirmed_void(self) -> None:
+        payout = self.create("sandbox:unreachable")
         for _ in range(2):
-            with self.assertRaises(ProviderTransientError):
-                self.process(payout)
-        # Its worker died; once the lease expired the sweep's new delivery takes over, and the
-        # budget is the payout's, not the new task message's.
-        PayoutRequest.objects.filter(pk=payout.pk).update(lease_expires_at=timezone.now())
-        self.assertEqual(
-            self.process(payout, delivery="task-2", recovered=True), PayoutStatus.FAILED
-        )
+            self.deferred(payout)
+        # Its worker died; the sweep's new delivery takes over: the budget is the payout's.
+        self.expire_lease(payout)
+        self.assertEqual(self.process(payout, delivery="task-2"), S.FAILED)
         payout.refresh_from_db()
         self.assertEqual((payout.failure_code, payout.attempts), ("provider_unavailable", 3))
-        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
-        self.assertEqual((entry.calls, entry.outcome), (3, ""))
         self.assertEqual(
-            payout.events.get(to_status=PayoutStatus.FAILED).actor, EventActor.RECOVERY
+            calls(payout),
+            [("execute", "not_executed")] * 3 + [("cancel", "canceled")],
         )
+        # The key is voided at the provider: nothing can execute under it any more.
+        self.assertEqual(ledger(payout).outcome, SandboxOutcome.CANCELED)  # type: ignore[union-attr]
+        self.assertEqual(payout.events.get(to_status=S.FAILED).actor, EventActor.RECOVERY)
 
     def test_a_second_delivery_stands_aside_while_the_first_holds_the_lease(self) -> None:
-        payout = self.create("sandbox:hang")
-        with self.assertRaises(ProviderTransientError):
-            self.process(payout, delivery="task-1")
-        # A duplicate message (say, a sweep re-queue of a backlog) while task-1 waits to retry.
-        self.assertEqual(self.process(payout, delivery="task-2"), PayoutStatus.PROCESSING)
+        payout = self.create("sandbox:transient:1")
+        self.deferred(payout, delivery="task-1")
+        # A duplicate message (a sweep re-queue of a backlog) while task-1 waits to retry.
+        self.assertEqual(self.process(payout, delivery="task-2"), S.PROCESSING)
         payout.refresh_from_db()
         self.assertEqual((payout.lease_owner, payout.attempts), ("task-1", 1))
-        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
-        self.assertEqual(entry.calls, 1)
-
-    def test_a_lost_answer_is_retried_and_the_payout_paid_once(self) -> None:
-        payout = self.create("sandbox:lost")
-        with self.assertRaises(ProviderTransientError):
-            self.process(payout)  # executed, but the answer never arrived
-        self.assertEqual(self.process(payout), PayoutStatus.PAID)
-        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
-        self.assertEqual((entry.calls, entry.outcome), (2, "paid"))
-
-    @override_settings(PAYOUTS_MAX_RETRIES=0)
-    def test_before_giving_up_the_provider_is_asked_whether_it_paid(self) -> None:
-        payout = self.create("sandbox:lost")
-        # The only attempt times out, yet the provider did pay: PAID, not provider_unavailable.
-        self.assertEqual(self.process(payout), PayoutStatus.PAID)
-        payout.refresh_from_db()
-        entry = SandboxLedgerEntry.objects.get(idempotency_key=str(payout.pk))
-        self.assertEqual((payout.provider_reference, entry.calls), (entry.reference, 1))
-        self.assertEqual(payout.failure_code, "")
+        self.assertEqual(ledger(payout).calls, 1)  # type: ignore[union-attr]
 
     def test_a_canceled_payout_is_not_sent_to_the_provider(self) -> None:
         payout = self.create("sandbox:success")
-        transition(payout.pk, to=PayoutStatus.CANCELED, actor=EventActor.API)
-        self.assertEqual(self.process(payout), PayoutStatus.CANCELED)
-        self.assertFalse(SandboxLedgerEntry.objects.exists())
+        transition(payout.pk, to=S.CANCELED, actor=EventActor.API)
+        self.assertEqual(self.process(payout), S.CANCELED)
+        self.assertIsNone(ledger(payout))
+        self.assertEqual(calls(payout), [])
 
 
-class UnreachableProvider:
-    """A provider that cannot be reached: every call, the lookup too, times out.
-
-    The sandbox answers lookups from its own ledger and so is never unreachable for them; a
-    real PSP's lookup can time out as its execute did.
-    """
-
-    def __init__(self) -> None:
-        self.lookups = 0
-        self.answer: PayoutResult | None = None  # once set, the provider is back
-
-    def execute(self, instruction: PayoutInstruction) -> PayoutResult:
-        if self.answer is not None:
-            return self.answer
-        raise ProviderTransientError("provider_timeout", "The provider did not answer in time.")
-
-    def lookup(self, idempotency_key: str) -> PayoutResult | None:
-        self.lookups += 1
-        if self.answer is not None:
-            return self.answer
-        raise ProviderTransientError("provider_timeout", "The lookup did not answer in time.")
-
-
-@override_settings(PAYOUTS_MAX_RETRIES=0)
-class UnknownOutcomeTests(TestCase):
-    def test_a_payout_whose_lookup_also_fails_stays_processing_until_the_provider_answers(
-        self,
-    ) -> None:
-        client = ApiClient.objects.create(name="merchant")
-        payout = services.payout_create(
-            client=client,
-            client_reference="unknown-outcome",
-            amount=Decimal("12.50"),
-            currency="EUR",
-            destination="psp:account",
-            metadata={},
-        ).payout
-        provider = UnreachableProvider()
-
-        # The budget is spent and the provider cannot say whether it executed the payout:
-        # not FAILED (that would be a guess), still PROCESSING with a lease for the sweep.
-        status = services.payout_process(
-            payout_id=payout.pk, attempt_id="task-1", provider=provider
-        )
-        self.assertEqual(status, PayoutStatus.PROCESSING)
-        self.assertEqual(provider.lookups, 1)
+class UnknownOutcomeTests(PayoutProcessTestCase):
+    def test_a_lost_answer_is_looked_up_and_the_payout_paid_once(self) -> None:
+        payout = self.create("sandbox:lost")
+        self.deferred(payout)  # executed, but the answer never arrived
         payout.refresh_from_db()
-        self.assertEqual((payout.status, payout.failure_code), (PayoutStatus.PROCESSING, ""))
-        self.assertIsNotNone(payout.lease_expires_at)
-        self.assertFalse(payout.events.filter(to_status=PayoutStatus.FAILED).exists())
-
-        # The sweep's next delivery, once the lease ran out, gets the provider's answer.
-        PayoutRequest.objects.filter(pk=payout.pk).update(lease_expires_at=timezone.now())
-        provider.answer = PayoutPaid(reference="psp_123")
-        status = services.payout_process(
-            payout_id=payout.pk, attempt_id="task-2", recovered=True, provider=provider
-        )
-        self.assertEqual(status, PayoutStatus.PAID)
+        self.assertIsNotNone(payout.outcome_unknown_since)
+        self.assertEqual(self.process(payout), S.PAID)
         payout.refresh_from_db()
-        self.assertEqual(payout.provider_reference, "psp_123")
+        entry = ledger(payout)
+        assert entry is not None
+        self.assertEqual((entry.calls, entry.outcome), (1, SandboxOutcome.PAID))
+        self.assertEqual(payout.provider_reference, entry.reference)
+        self.assertIsNone(payout.outcome_unknown_since)
+        self.assertEqual(calls(payout), [("execute", "unknown"), ("lookup", "executed")])
+
+    @override_settings(PAYOUTS_MAX_RETRIES=0)
+    def test_the_last_attempt_without_an_answer_leaves_it_processing_not_failed(self) -> None:
+        payout = self.create("sandbox:lost-lookup-down:2")
+        # The only attempt's answer is lost: no retries left, and no guess either.
+        self.assertEqual(self.process(payout), S.PROCESSING)
+        payout.refresh_from_db()
+        self.assertEqual((payout.status, payout.failure_code), (S.PROCESSING, ""))
+        assert payout.lease_expires_at is not None  # the next re-check, for the sweep
+        self.assertGreater(payout.lease_expires_at, timezone.now())
+        # Re-checks: the lookups are refused twice, then answer.
+        for delivery in ("sweep-1", "sweep-2"):
+            self.expire_lease(payout)
+            self.assertEqual(self.process(payout, delivery=delivery), S.PROCESSING)
+        self.expire_lease(payout)
+        self.assertEqual(self.process(payout, delivery="sweep-3"), S.PAID)
+        self.assertEqual(
+            calls(payout),
+            [
+                ("execute", "unknown"),
+                ("lookup", "unknown"),
+                ("lookup", "unknown"),
+                ("lookup", "executed"),
+            ],
+        )
+        self.assertFalse(payout.events.filter(to_status=S.FAILED).exists())
+        self.assertIsNone(PayoutRequest.objects.get(pk=payout.pk).review_flagged_at)
+
+    @override_settings(PAYOUTS_MAX_RETRIES=0, PAYOUTS_REVIEW_AFTER_SECONDS=0)
+    def test_unknown_past_the_review_age_is_flagged_and_still_not_guessed(self) -> None:
+        payout = self.create("sandbox:lost-lookup-down:5")
+        with self.assertLogs("payouts.services.processing", "ERROR") as logs:
+            self.assertEqual(self.process(payout), S.PROCESSING)
+        self.assertIn("flagged for review", logs.output[0])
+        payout.refresh_from_db()
+        self.assertIsNotNone(payout.review_flagged_at)
+        self.assertIn("provider_timeout", payout.review_reason)
+        self.assertEqual(payout.status, S.PROCESSING)
+
+    @override_settings(PAYOUTS_MAX_RETRIES=1)
+    def test_a_provider_that_never_answers_is_voided_before_the_payout_fails(self) -> None:
+        payout = self.create("sandbox:hang")
+        self.deferred(payout)  # timed out at the deadline: unknown
+        # Looked up: nothing accepted under the key. Retried, timed out again; budget spent.
+        self.assertEqual(self.process(payout), S.PROCESSING)
+        self.expire_lease(payout)
+        self.assertEqual(self.process(payout, delivery="sweep-1"), S.FAILED)
+        payout.refresh_from_db()
+        self.assertEqual(payout.failure_code, "provider_unavailable")
+        self.assertEqual(ledger(payout).outcome, SandboxOutcome.CANCELED)  # type: ignore[union-attr]
+        self.assertEqual(
+            calls(payout),
+            [
+                ("execute", "unknown"),
+                ("lookup", "not_found"),
+                ("execute", "unknown"),
+                ("lookup", "not_found"),
+                ("cancel", "canceled"),
+            ],
+        )
+
+    def test_a_slow_provider_settles_after_the_deadline_and_the_lookup_finds_it(self) -> None:
+        payout = self.create("sandbox:slow:300")
+        self.deferred(payout)  # the 50 ms deadline passed while it was pending
+        self.assertEqual(ledger(payout).outcome, SandboxOutcome.PENDING)  # type: ignore[union-attr]
+        self.deferred(payout)  # looked up at once: still pending
+        SandboxLedgerEntry.objects.filter(idempotency_key=str(payout.pk)).update(
+            settles_at=timezone.now()
+        )
+        self.assertEqual(self.process(payout), S.PAID)
+        self.assertEqual(ledger(payout).calls, 1)  # type: ignore[union-attr]
+
+
+class RaisingProvider:
+    """A buggy adapter: the sandbox behind it, but `broken` calls raise instead of answering."""
+
+    def __init__(self, *broken: str) -> None:
+        self.broken = set(broken)
+
+    def _maybe_raise(self, kind: str) -> None:
+        if kind in self.broken:
+            raise RuntimeError(f"adapter bug in {kind}")
+
+    def execute(self, instruction: PayoutInstruction, *, deadline: float) -> ExecuteAnswer:
+        self._maybe_raise("execute")
+        return PROVIDER.execute(instruction, deadline=deadline)
+
+    def lookup(self, idempotency_key: str, *, deadline: float) -> LookupAnswer:
+        self._maybe_raise("lookup")
+        return PROVIDER.lookup(idempotency_key, deadline=deadline)
+
+    def cancel(self, idempotency_key: str, *, deadline: float) -> CancelAnswer:
+        self._maybe_raise("cancel")
+        return PROVIDER.cancel(idempotency_key, deadline=deadline)
+
+
+@override_settings(PAYOUTS_MAX_RETRIES=2)
+class PoisonPayoutTests(PayoutProcessTestCase):
+    def test_an_adapter_that_raises_spends_the_budget_and_the_provider_decides(self) -> None:
+        payout = self.create("sandbox:success")
+        provider = RaisingProvider("execute")
+        with self.assertLogs("payouts", "ERROR"):
+            for _ in range(2):
+                self.deferred(payout, provider=provider)
+            # The third and last attempt raises too: unknown, so the provider is asked later.
+            self.assertEqual(self.process(payout, provider=provider), S.PROCESSING)
+        self.expire_lease(payout)
+        # It never reached the provider (lookup: not found): voided there, then FAILED.
+        self.assertEqual(self.process(payout, delivery="sweep-1", provider=provider), S.FAILED)
+        payout.refresh_from_db()
+        self.assertEqual((payout.failure_code, payout.attempts), ("provider_unavailable", 4))
+        self.assertEqual(
+            [outcome for _, outcome in calls(payout)],
+            ["error", "not_found", "error", "not_found", "error", "not_found", "canceled"],
+        )
+
+    def test_a_payout_whose_lookups_raise_is_flagged_for_review_and_stops_looping(self) -> None:
+        payout = self.create("sandbox:lost")
+        provider = RaisingProvider("lookup")
+        with self.assertLogs("payouts", "ERROR"):
+            self.deferred(payout, provider=provider)  # lost answer: unknown
+            self.deferred(payout, provider=provider)  # the lookup raises
+            self.assertEqual(self.process(payout, provider=provider), S.PROCESSING)
+        payout.refresh_from_db()
+        self.assertIsNotNone(payout.review_flagged_at)
+        self.assertEqual(payout.attempts, 3)
+        # Not re-queued in a loop: the next look is scheduled a backoff away.
+        assert payout.lease_expires_at is not None
+        self.assertGreater(payout.lease_expires_at, timezone.now())
+        # The money moved at the provider; once lookups work, the payout says so.
+        self.expire_lease(payout)
+        self.assertEqual(self.process(payout, delivery="sweep-1"), S.PAID)
+        self.assertEqual(ledger(payout).calls, 1)  # type: ignore[union-attr]
+
+    def test_a_payout_never_sent_fails_processing_error_once_the_budget_is_spent(self) -> None:
+        payout = self.create("sandbox:success")
+        PayoutRequest.objects.filter(pk=payout.pk).update(attempts=3)  # three crashed attempts
+        transition(payout.pk, to=S.PROCESSING, actor=EventActor.WORKER)
+        self.expire_lease(payout)
+        self.assertEqual(self.process(payout, delivery="sweep-1"), S.FAILED)
+        payout.refresh_from_db()
+        self.assertEqual(payout.failure_code, "processing_error")
+        self.assertEqual(calls(payout), [])  # no call was ever sent: nothing to ask
+        self.assertIsNone(ledger(payout))

@@ -239,6 +239,13 @@ class PayoutSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=PayoutStatus.choices)
     failure_code = serializers.CharField(help_text="Machine code when FAILED, else empty.")
     failure_reason = serializers.CharField(help_text="Human text when FAILED, else empty.")
+    provider_reference = serializers.CharField(
+        help_text="The provider's id of the executed payout when PAID, else empty."
+    )
+    attempts = serializers.IntegerField(
+        help_text="Processing attempts so far, retries included (PAYOUTS_MAX_RETRIES bounds "
+        "them; an outcome the provider has not told yet is looked up after that, never guessed)."
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     processed_at = serializers.DateTimeField(allow_null=True)
@@ -254,7 +261,8 @@ class PayoutEventSerializer(serializers.Serializer):
     actor = serializers.CharField(help_text="api, worker, admin or recovery")
     reason = serializers.CharField()
     applied = serializers.BooleanField(
-        help_text="False for a provider outcome that arrived after the payout was canceled."
+        help_text="False for a provider answer that contradicted a status already final (kept "
+        "for reconciliation; the statuses are built so that this does not happen)."
     )
     created_at = serializers.DateTimeField()
 

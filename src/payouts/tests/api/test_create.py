@@ -33,6 +33,8 @@ class CreatePayoutTests(ApiTestCase):
                 "status",
                 "failure_code",
                 "failure_reason",
+                "provider_reference",
+                "attempts",
                 "created_at",
                 "updated_at",
                 "processed_at",
@@ -43,6 +45,7 @@ class CreatePayoutTests(ApiTestCase):
         self.assertEqual(body["currency"], "RUB")
         self.assertEqual(body["destination"], "40817810099910004312")
         self.assertEqual(body["metadata"], {"order_id": "42"})
+        self.assertEqual((body["provider_reference"], body["attempts"]), ("", 0))
         self.assertEqual(body["status"], "NEW")
         self.assertEqual(body["failure_code"], "")
         self.assertEqual(body["failure_reason"], "")

@@ -16,6 +16,7 @@ from drf_spectacular.utils import (
 )
 
 from .errors import ANSWERS, PROBLEM_CONTENT_TYPE, answer_problem
+from .export import COLUMNS, CONTENT_TYPE, PayoutExportQuerySerializer
 from .serializers import (
     PayoutCreateSerializer,
     PayoutEventSerializer,
@@ -97,6 +98,19 @@ CREATE_EXAMPLE = OpenApiExample(
     request_only=True,
 )
 
+EXPORT_EXAMPLE = OpenApiExample(
+    "Two payouts",
+    value=(
+        ",".join(COLUMNS) + "\r\n"
+        "6f1c2a4e-8d53-4b7e-9a51-2f0e6c3d9b10,invoice-42,1500.00,RUB,PAID,,sbx_po_6f1c2a4e,"
+        "2026-01-10T12:00:00.123456Z,2026-01-10T12:00:00.734012Z\r\n"
+        "0b7d9e31-5c2a-4f6e-8d41-7a3b2c1e9f08,'=HYPERLINK(...),10,JPY,FAILED,insufficient_funds,,"
+        "2026-01-10T12:05:00Z,2026-01-10T12:05:01.004000Z\r\n"
+    ),
+    response_only=True,
+    status_codes=["200"],
+)
+
 # Keyed by viewset action, for extend_schema_view(**PAYOUT_REQUEST_OPERATIONS).
 PAYOUT_REQUEST_OPERATIONS = {
     "list": extend_schema(
@@ -164,6 +178,31 @@ PAYOUT_REQUEST_OPERATIONS = {
                 "PayoutEventList", {"results": PayoutEventSerializer(many=True)}
             ),
             **errors(*COMMON_ERRORS, "not_found"),
+        },
+    ),
+    "export_csv": extend_schema(
+        summary="Download your payouts as CSV",
+        operation_id="payout_requests_export_csv",
+        description=(
+            "Every payout matching the list's filters (no pages: `limit` and `cursor` are "
+            "unknown parameters here), oldest first by (`created_at`, `id`), streamed as UTF-8 "
+            "CSV with a header row: " + ", ".join(f"`{column}`" for column in COLUMNS) + ". "
+            "`amount` has exactly the currency's minor-unit digits; timestamps are ISO 8601 UTC "
+            "as in the JSON answers; `processed_at` is empty while unfinished. A text value "
+            "(`client_reference`, `failure_code`, `provider_reference`) that begins with `=`, "
+            "`+`, `-`, `@`, a tab, a carriage return or `'` gets a leading `'` so a spreadsheet "
+            "shows it rather than runs it; drop one leading `'` to get the stored value back. "
+            "Errors are problem documents whatever the Accept header says. A download that "
+            "breaks off mid-way ends without the final chunk (curl exits non-zero): retry it."
+        ),
+        parameters=[PayoutExportQuerySerializer],
+        responses={
+            (200, CONTENT_TYPE.split(";")[0]): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="The CSV file (`Content-Disposition: attachment`).",
+                examples=[EXPORT_EXAMPLE],
+            ),
+            **errors("validation_error", *COMMON_ERRORS),
         },
     ),
 }

@@ -2,7 +2,9 @@
 
 from typing import Any
 
+from django.http import StreamingHttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -12,6 +14,7 @@ from rest_framework.response import Response
 from ..models import EventActor
 from ..selectors import payout_events, payout_get, payout_list
 from ..services import payout_cancel, payout_create
+from . import export
 from .auth import request_client
 from .negotiation import JSONOnlyContentNegotiation
 from .pagination import PayoutCursorPagination
@@ -84,3 +87,23 @@ class PayoutRequestViewSet(viewsets.ViewSet):
         return Response(
             {"results": PayoutEventSerializer(payout_events(payout=payout), many=True).data}
         )
+
+    @action(detail=False, methods=["get"], url_path=r"export\.csv")
+    def export_csv(self, request: Request) -> StreamingHttpResponse:
+        query = export.PayoutExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        filters = query.validated_data
+        payouts = payout_list(
+            client=request_client(request),
+            statuses=filters.get("status", ()),
+            currency=filters.get("currency"),
+            client_reference=filters.get("client_reference"),
+            created_after=filters.get("created_after"),
+            created_before=filters.get("created_before"),
+        )
+        # HEAD gets the headers without running the query.
+        chunks = iter(()) if request.method == "HEAD" else export.payout_csv(payouts)
+        response = StreamingHttpResponse(chunks, content_type=export.CONTENT_TYPE)
+        filename = export.attachment_filename(timezone.now())
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response

@@ -3,6 +3,7 @@
 import uuid
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -23,9 +24,14 @@ def process_payout(self, payout_id: str, recovered: bool = False) -> str | None:
         # re-queues it.
         raise self.retry(exc=exc, countdown=exc.countdown) from exc
     except (OperationalError, InterfaceError) as exc:
-        # Our own database is briefly unavailable: try again shortly. Nothing was recorded of
-        # this attempt beyond what the database kept.
-        raise self.retry(exc=exc, countdown=settings.PAYOUTS_RETRY_BACKOFF_SECONDS) from exc
+        # Our own database is unavailable: try again later, backing off while it stays down.
+        countdown = get_exponential_backoff_interval(
+            factor=settings.PAYOUTS_RETRY_BACKOFF_SECONDS,
+            retries=self.request.retries,
+            maximum=settings.PAYOUTS_RETRY_BACKOFF_MAX_SECONDS,
+            full_jitter=True,
+        )
+        raise self.retry(exc=exc, countdown=countdown) from exc
     return status
 
 

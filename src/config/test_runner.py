@@ -42,10 +42,24 @@ class PayoutsTestRunner(DiscoverRunner):
                 print("CELERY_BROKER_URL is not set: using Celery's in-memory broker.")
         # A queue of this run's own: the workers the e2e tests start inherit it through the
         # environment, and purging it cannot touch a live deployment on the same Redis.
+        # The sweep's queue is named after it (settings.PAYOUTS_SWEEP_QUEUE).
+        from kombu import Exchange, Queue
+
         queue = f"payouts-test-{os.getpid()}"
         os.environ["CELERY_TASK_QUEUE"] = queue
         settings.CELERY_TASK_DEFAULT_QUEUE = queue
-        app.conf.update(task_default_queue=queue)
+        settings.PAYOUTS_SWEEP_QUEUE = sweep_queue = f"{queue}.sweep"
+        settings.CELERY_TASK_QUEUES = tuple(
+            Queue(name, Exchange(name), routing_key=name) for name in (queue, sweep_queue)
+        )
+        settings.CELERY_TASK_ROUTES = {
+            "payouts.tasks.recover_stale_payouts": {"queue": sweep_queue}
+        }
+        app.conf.update(
+            task_default_queue=queue,
+            task_queues=settings.CELERY_TASK_QUEUES,
+            task_routes=settings.CELERY_TASK_ROUTES,
+        )
 
     def run_suite(self, suite: unittest.TestSuite, **kwargs: Any) -> Any:
         result = super().run_suite(suite, **kwargs)

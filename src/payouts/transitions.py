@@ -151,6 +151,25 @@ def lease_renew_for_sweep(
     )
 
 
+def lease_extend_after_publish(
+    payout_id: uuid.UUID, *, owner: str, seen_expires_at: datetime, expires_at: datetime
+) -> bool:
+    """The sweep's publish of `owner`'s task succeeded: its lease now lasts until `expires_at`.
+
+    Compare-and-set on "unfinished, and the lease is still the short one the sweep gave `owner`
+    before publishing". If the delivery has claimed the payout meanwhile, its claim set a lease
+    of its own, and that one stands.
+    """
+    return bool(
+        PayoutRequest.objects.filter(
+            pk=payout_id,
+            status__in=UNFINISHED_STATUSES,
+            lease_owner=owner,
+            lease_expires_at=seen_expires_at,
+        ).update(lease_expires_at=expires_at)
+    )
+
+
 def lease_expire_after_failed_publish(
     payout_id: uuid.UUID, *, owner: str, expires_at: datetime
 ) -> bool:

@@ -11,7 +11,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..models import PayoutRequest, PayoutStatus
-from ..transitions import lease_expire_after_failed_publish, lease_renew_for_sweep
+from ..transitions import (
+    lease_expire_after_failed_publish,
+    lease_extend_after_publish,
+    lease_renew_for_sweep,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,29 +94,40 @@ def payouts_recover_stale(*, batch_size: int | None = None) -> int:
     lease backs off, see _requeue_deadline). Each is re-leased by a compare-and-set first, so
     concurrent sweeps never queue one payout twice. Only publishes the broker took count, and
     the sweep stops at the first failed one (the broker is down; the next sweep retries).
+
+    The re-lease before the publish lasts one sweep interval only; the backed-off lease is
+    recorded once the broker took the message. A sweep that dies in between (a worker killed
+    mid-sweep) leaves its payout due for the next sweep, not for up to REQUEUE_BACKOFF_MAX.
     """
     now = timezone.now()
     stale = PayoutRequest.objects.filter(
         status__in=(PayoutStatus.NEW, PayoutStatus.PROCESSING), lease_expires_at__lt=now
     ).order_by("lease_expires_at")
+    publishing = timedelta(seconds=settings.PAYOUTS_SWEEP_INTERVAL_SECONDS)
     queued = 0
     for payout_id, lease, created_at in stale.values_list("pk", "lease_expires_at", "created_at")[
         : batch_size or settings.PAYOUTS_SWEEP_BATCH_SIZE
     ]:
         assert lease is not None  # lease_expires_at__lt never matches NULL
-        task_id, expires_at = str(uuid.uuid4()), _requeue_deadline(now, created_at)
+        task_id, publishing_until = str(uuid.uuid4()), timezone.now() + publishing
         if not lease_renew_for_sweep(
-            payout_id, seen_expires_at=lease, owner=task_id, expires_at=expires_at
+            payout_id, seen_expires_at=lease, owner=task_id, expires_at=publishing_until
         ):
             continue  # another sweep or a delivery got there first
         if not payout_enqueue(
-            payout_id, task_id=task_id, lease_expires_at=expires_at, recovered=True
+            payout_id, task_id=task_id, lease_expires_at=publishing_until, recovered=True
         ):
             # The broker is down: every other publish would fail too, each after a timeout.
             # Their leases stay expired (this one's was expired again), so the next sweep
             # tries them all once more.
             logger.warning("recovery sweep stopped: the broker is unavailable")
             break
+        lease_extend_after_publish(
+            payout_id,
+            owner=task_id,
+            seen_expires_at=publishing_until,
+            expires_at=_requeue_deadline(now, created_at),
+        )
         queued += 1
     if queued:
         logger.info("recovery sweep queued %d stale payouts", queued)

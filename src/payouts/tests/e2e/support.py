@@ -170,6 +170,30 @@ def start_worker(**env: str) -> ServiceProcess:
     return worker
 
 
+def start_beat(schedule_dir: str, **env: str) -> ServiceProcess:
+    """Celery beat on the test broker, its schedule file in `schedule_dir`; returns once started.
+
+    Beat needs no database: it only publishes the recovery sweep every
+    PAYOUTS_SWEEP_INTERVAL_SECONDS (pass a short one in `env`).
+    """
+    beat = ServiceProcess(
+        "beat",
+        [
+            str(BIN_DIR / "celery"),
+            "-A",
+            "config",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(Path(schedule_dir) / "celerybeat-schedule"),
+        ],
+        service_env(**env),
+    )
+    beat.wait_until(lambda: "beat: Starting..." in beat.output(), "started")
+    return beat
+
+
 def start_gunicorn(port: int, **env: str) -> ServiceProcess:
     """Gunicorn serving the API on the test database; returns once /healthz answers."""
     web = ServiceProcess(

@@ -8,13 +8,15 @@ once Redis is back.
 """
 
 import os
+import re
 import shutil
 import tempfile
 import time
 import unittest
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from unittest import mock
@@ -46,8 +48,11 @@ from .support import (
     free_port,
     history,
     ledger,
+    start_beat,
+    start_gunicorn,
     start_redis,
     start_worker,
+    timed_request,
     wait_for,
     wait_for_status,
 )
@@ -227,3 +232,133 @@ class BrokerOutageEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
         self.assertEqual(payout.status, PAID)
         self.assert_paid_once(later)
         self.assert_worker_alive()
+
+
+# The recovery e2e test: beat sweeps every SWEEP_SECONDS. Payouts created while the broker is
+# down must be claimed within one sweep interval (+ RECOVERY_SLACK_SECONDS: the sweep's own run,
+# a loaded 2-core machine) of the moment both the broker and the worker are back. The worker
+# reconnects on kombu's fixed backoff (2 s, then 2 s longer each try, at most 30 s; no Celery
+# setting changes it), so that moment is at most RECONNECT_CAP_SECONDS after the broker's return.
+SWEEP_SECONDS = 5
+RECOVERY_SLACK_SECONDS = 3.0
+RECONNECT_CAP_SECONDS = 30.0 + 2.0
+OUTAGE_CREATES = 8
+# Long enough for beat to try (and fail) to send a few sweeps while the broker is down.
+RECOVERY_OUTAGE_SECONDS = 3 * SWEEP_SECONDS
+RECOVERY_WAIT_SECONDS = RECONNECT_CAP_SECONDS + SWEEP_SECONDS + 30.0
+WORKER_CONNECTED = re.compile(r"^(\S+ \S+) INFO \S+ Connected to redis://", re.MULTILINE)
+
+
+@unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
+@unittest.skipUnless(REDIS_BINARY_AVAILABLE, REDIS_BINARY_SKIP_REASON)
+class BrokerOutageRecoveryEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
+    """gunicorn, a worker and beat on a private Redis, which the test kills and restarts."""
+
+    def setUp(self) -> None:
+        self.services: list[ServiceProcess] = []
+        self.redis_dir = tempfile.mkdtemp(prefix="payouts-e2e-recovery-redis-")
+        self.addCleanup(shutil.rmtree, self.redis_dir, ignore_errors=True)
+        beat_dir = tempfile.mkdtemp(prefix="payouts-e2e-beat-")
+        self.addCleanup(shutil.rmtree, beat_dir, ignore_errors=True)
+        self.redis_port = free_port()
+        broker = {"CELERY_BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0"}
+        env = {**broker, **FAST_WORKER_ENV, "PAYOUTS_SWEEP_INTERVAL_SECONDS": str(SWEEP_SECONDS)}
+        self.redis = self._track(start_redis(self.redis_port, self.redis_dir))
+        self.worker = self._track(start_worker(**env))
+        self._track(start_beat(beat_dir, **env))
+        web_port = free_port()
+        self.base_url = f"http://127.0.0.1:{web_port}"
+        self._track(start_gunicorn(web_port, **broker))
+
+        client = ApiClient.objects.create(name="merchant-broker-recovery")
+        _, self.key = ApiKey.objects.create_key(name="e2e", client=client)
+
+    def _track(self, service: ServiceProcess) -> ServiceProcess:
+        self.services.append(service)
+        self.addCleanup(service.remove_log)
+        self.addCleanup(service.stop)
+        return service
+
+    def tearDown(self) -> None:
+        self.print_logs_if_failed()
+
+    def service_processes(self) -> list[ServiceProcess]:
+        return list(self.services)
+
+    def create_over_http(self, reference: str) -> str:
+        body = {
+            "client_reference": reference,
+            "amount": "10.00",
+            "currency": "RUB",
+            "destination": "sandbox:success",
+        }
+        status, payload, _ = timed_request(self.base_url, self.key, "POST", PAYOUTS_URL, body)
+        self.assertEqual(status, 201, payload)
+        return str(payload["id"])
+
+    def claimed_at(self, payout_ids: list[str]) -> dict[str, datetime]:
+        """When a worker first claimed each payout (NEW -> PROCESSING): it was queued by then."""
+        claims = PayoutEvent.objects.filter(
+            payout_id__in=[uuid.UUID(pk) for pk in payout_ids],
+            from_status=PayoutStatus.NEW,
+            to_status=PROCESSING,
+        ).values_list("payout_id", "created_at")
+        first: dict[str, datetime] = {}
+        for payout_id, at in claims:
+            first[str(payout_id)] = min(at, first.get(str(payout_id), at))
+        return first
+
+    def worker_connected_at(self) -> datetime:
+        """When the worker last (re)connected to the broker, from its log (local time)."""
+        stamps = WORKER_CONNECTED.findall(self.worker.output())
+        self.assertTrue(stamps, "the worker never logged a connection")
+        return datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f").astimezone()
+
+    def test_payouts_created_while_the_broker_is_down_are_queued_within_a_sweep_of_its_return(
+        self,
+    ) -> None:
+        self.create_over_http("recovery-warm-up")  # a pooled producer connection in gunicorn
+        self.redis.kill()
+        payout_ids = [self.create_over_http(f"recovery-{n}") for n in range(OUTAGE_CREATES)]
+        time.sleep(RECOVERY_OUTAGE_SECONDS)
+        self.assertEqual(
+            PayoutRequest.objects.filter(pk__in=payout_ids, status=PayoutStatus.NEW).count(),
+            OUTAGE_CREATES,
+            "nothing can be queued while the broker is down",
+        )
+
+        # Same port, same append-only file.
+        self.redis = self._track(start_redis(self.redis_port, self.redis_dir))
+        back = timezone.now()
+        deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
+        while len(claimed := self.claimed_at(payout_ids)) < len(payout_ids):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(
+            sorted(claimed),
+            sorted(payout_ids),
+            [(pk, history(pk)) for pk in payout_ids if pk not in claimed],
+        )
+        reconnected = self.worker_connected_at()
+        ready = max(back, reconnected)
+        delays = sorted((at - back).total_seconds() for at in claimed.values())
+        print(
+            f"\nbroker outage: the worker reconnected {(reconnected - back).total_seconds():.1f} s "
+            f"after the broker's return; payouts claimed {', '.join(f'{s:.1f}' for s in delays)} "
+            f"s after the broker's return (sweep every {SWEEP_SECONDS} s)"
+        )
+        self.assertLessEqual((reconnected - back).total_seconds(), RECONNECT_CAP_SECONDS)
+        self.assertLessEqual(
+            max((at - ready).total_seconds() for at in claimed.values()),
+            SWEEP_SECONDS + RECOVERY_SLACK_SECONDS,
+            delays,
+        )
+
+        for payout_id in payout_ids:
+            wait_for_status(payout_id, PAID)
+            with self.subTest(payout=payout_id):
+                entries = SandboxLedgerEntry.objects.filter(idempotency_key=payout_id)
+                self.assertEqual([e.outcome for e in entries], [SandboxOutcome.PAID])
+                applied = PayoutEvent.objects.filter(payout_id=uuid.UUID(payout_id), applied=True)
+                self.assertEqual(applied.filter(to_status=PAID).count(), 1, history(payout_id))

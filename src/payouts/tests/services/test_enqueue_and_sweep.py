@@ -11,15 +11,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from unittest import mock
 
 import redis.exceptions
+from django.conf import settings
 from django.db import IntegrityError, connection, connections, transaction
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 from django.test import SimpleTestCase, TestCase, override_settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from config.celery import app as celery_app
 from payouts import services
 from payouts.models import ApiClient, PayoutRequest, PayoutStatus
 from payouts.tasks import process_payout
@@ -211,6 +214,83 @@ class EnqueueAndSweepTests(TestCase):
         self.broker.failure = None
         self.assertEqual(services.payouts_recover_stale(), 5)
 
+    def test_a_failed_sweep_publish_leaves_the_payout_due_for_the_very_next_sweep(self) -> None:
+        """Even a payout the backoff would next re-queue in an hour: the publish never happened."""
+        payout = self.create("waited-long")
+        start = timezone.now()
+        with self.at_time(start + timedelta(hours=2)) as travel:
+            self.broker.failure = KombuOperationalError("connection refused")
+            with self.assertLogs("payouts.services", "WARNING"):
+                self.assertEqual(services.payouts_recover_stale(), 0)
+            payout.refresh_from_db()
+            assert payout.lease_expires_at is not None
+            self.assertLessEqual(payout.lease_expires_at, timezone.now())
+
+            self.broker.failure = None
+            travel(start + timedelta(hours=2, seconds=SWEEP_SECONDS))
+            self.assertEqual(services.payouts_recover_stale(), 1)
+        self.assertEqual(self.broker.count(payout.pk), 2)  # the create's and the next sweep's
+
+    def test_a_sweep_that_dies_before_its_publish_leaves_the_payout_due_for_the_next_sweep(
+        self,
+    ) -> None:
+        """The worker running the sweep is killed between the re-lease and the publish."""
+
+        class WorkerKilled(BaseException):
+            pass
+
+        payout = self.create("killed-mid-sweep")
+        start = timezone.now()
+        with self.at_time(start + timedelta(hours=2)) as travel:
+            self.broker.failure = WorkerKilled()
+            with self.assertRaises(WorkerKilled):
+                services.payouts_recover_stale()
+            payout.refresh_from_db()
+            # Held for one sweep interval, not for the hour of backoff a waited payout gets.
+            assert payout.lease_expires_at is not None
+            self.assertLessEqual(
+                payout.lease_expires_at, timezone.now() + timedelta(seconds=SWEEP_SECONDS)
+            )
+
+            self.broker.failure = None
+            travel(start + timedelta(hours=2, seconds=SWEEP_SECONDS + 1))
+            self.assertEqual(services.payouts_recover_stale(), 1)
+
+    def test_after_its_publish_a_swept_payout_keeps_the_backed_off_lease(self) -> None:
+        payout = self.create("swept")
+        start = timezone.now()
+        with self.at_time(start + timedelta(hours=2)):
+            self.assertEqual(services.payouts_recover_stale(), 1)
+            payout.refresh_from_db()
+            self.assertEqual(payout.lease_owner, self.broker.published[-1][1])
+            self.assertEqual(payout.lease_expires_at, timezone.now() + services.REQUEUE_BACKOFF_MAX)
+
+    def test_a_delivery_that_claims_before_the_sweep_records_its_lease_keeps_its_own(
+        self,
+    ) -> None:
+        payout = self.create("claimed-at-once")
+        self.expire(payout)
+        claimed_lease = timezone.now() + timedelta(minutes=3, seconds=7)
+
+        def publish_and_claim_at_once(
+            args: tuple[str, ...] = (), kwargs: dict | None = None, **options: object
+        ) -> None:
+            self.broker(args, kwargs, **options)
+            # A fast worker: the delivery claims the payout before the sweep's next statement.
+            transition(
+                payout.pk,
+                to=PayoutStatus.PROCESSING,
+                actor=services.EventActor.WORKER,
+                lease_owner=str(options["task_id"]),
+                lease_expires_at=claimed_lease,
+            )
+
+        with mock.patch.object(process_payout, "apply_async", new=publish_and_claim_at_once):
+            self.assertEqual(services.payouts_recover_stale(), 1)
+        payout.refresh_from_db()
+        self.assertEqual(payout.status, PayoutStatus.PROCESSING)
+        self.assertEqual(payout.lease_expires_at, claimed_lease)
+
     def test_a_backlog_is_not_republished_every_lease_period(self) -> None:
         """Payouts whose messages wait behind a backlog for an hour, sweeps every 30 s.
 
@@ -266,6 +346,33 @@ class EnqueueAndSweepTests(TestCase):
 
         with mock.patch("django.utils.timezone.now", side_effect=lambda: now[0]):
             yield travel
+
+
+class SweepQueueTests(SimpleTestCase):
+    """The sweep has a queue of its own, so a backlog of payouts cannot hold it past its expiry."""
+
+    def test_the_sweep_is_routed_to_its_own_queue_and_payouts_to_theirs(self) -> None:
+        router = celery_app.amqp.router
+        sweep = router.route({}, "payouts.tasks.recover_stale_payouts")["queue"]
+        payouts = router.route({}, process_payout.name)["queue"]
+        self.assertEqual(sweep.name, settings.PAYOUTS_SWEEP_QUEUE)
+        self.assertEqual(payouts.name, settings.CELERY_TASK_DEFAULT_QUEUE)
+        # Distinct bindings: a payout's message is never delivered to the sweep's queue too.
+        self.assertNotEqual(
+            (sweep.exchange.name, sweep.routing_key), (payouts.exchange.name, payouts.routing_key)
+        )
+
+    def test_a_worker_started_without_queue_options_consumes_both(self) -> None:
+        self.assertEqual(
+            set(celery_app.amqp.queues.consume_from),
+            {settings.CELERY_TASK_DEFAULT_QUEUE, settings.PAYOUTS_SWEEP_QUEUE},
+        )
+
+    def test_beat_sends_the_sweep_with_an_expiry_of_one_interval(self) -> None:
+        entry: dict[str, Any] = settings.CELERY_BEAT_SCHEDULE["payouts-recovery-sweep"]
+        self.assertEqual(entry["task"], "payouts.tasks.recover_stale_payouts")
+        self.assertEqual(entry["schedule"], settings.PAYOUTS_SWEEP_INTERVAL_SECONDS)
+        self.assertEqual(entry["options"]["expires"], settings.PAYOUTS_SWEEP_INTERVAL_SECONDS)
 
 
 class UnfinishedPayoutNeedsLeaseTests(TestCase):

@@ -314,9 +314,12 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Reconnect to the broker for as long as it takes (Celery's default gives up after 100 tries,
+# about 46 minutes, and the worker and beat would exit): an outage must end in recovery.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Provider calls spend their time waiting on the network: a thread pool overlaps them, so a 1 s
 # provider latency does not cap a worker at one payout per second per process. Threads ignore
-# Celery's time limits below; every provider call carries its own timeout instead
+# Celery's time limits below; every provider call carries its own deadline instead
 # (PAYOUTS_PROVIDER_TIMEOUT_SECONDS). With "prefork" the time limits apply as well.
 CELERY_WORKER_POOL = env_str("CELERY_WORKER_POOL", "threads")
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", 32)

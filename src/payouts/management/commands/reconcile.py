@@ -6,10 +6,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from payouts.api.serializers import INSTANT_FORMATS, InstantField
+from payouts.api.serializers import InstantField
 from payouts.services.reconciliation import Verdict, payouts_reconcile
 
 DEFAULT_PERIOD = timedelta(hours=24)
+INSTANT_FORMATS = (
+    "an ISO 8601 date-time such as 2026-01-10T12:00:00Z or 2026-01-10T15:00:00+03:00 (no offset "
+    "means UTC), or a date such as 2026-01-10 (midnight UTC)"
+)
 
 # Exit codes, for cron and CI: 1 wins over 2 (a contradiction matters more than a gap).
 MISMATCH_EXIT = 1

@@ -5,12 +5,23 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
 from . import money
 from .errors import CancelUnconfirmed, PayoutNotCancelable
-from .models import ApiClient, ApiKey, EventActor, PayoutEvent, PayoutRequest, SandboxLedgerEntry
+from .models import (
+    ApiClient,
+    ApiKey,
+    EventActor,
+    PayoutEvent,
+    PayoutRequest,
+    PayoutStatus,
+    ProviderCall,
+    SandboxLedgerEntry,
+)
 from .services import payout_cancel
 
 # What merchants read in the payout's history (/events/); who canceled goes to the admin log.
@@ -43,6 +54,42 @@ class PayoutEventInline(ReadOnlyInline):
     ordering = ("created_at", "id")
 
 
+PROVIDER_CALL_FIELDS = (
+    "kind",
+    "attempt",
+    "requested_by",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "code",
+    "detail",
+    "latency_ms",
+)
+
+
+class ProviderCallInline(ReadOnlyInline):
+    model = ProviderCall
+    fields = readonly_fields = PROVIDER_CALL_FIELDS
+    ordering = ("started_at", "id")
+    verbose_name_plural = "provider calls"
+
+
+class UnderReviewFilter(admin.SimpleListFilter):
+    """Payouts a person must look at: flagged, and still waiting for the provider's answer."""
+
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("flagged", "under review")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "flagged":
+            # The partial index payout_under_review serves exactly this.
+            return queryset.filter(review_flagged_at__isnull=False, status=PayoutStatus.PROCESSING)
+        return queryset
+
+
 @admin.register(PayoutRequest)
 class PayoutRequestAdmin(FormattedAmountMixin, admin.ModelAdmin):
     list_display = (
@@ -52,10 +99,11 @@ class PayoutRequestAdmin(FormattedAmountMixin, admin.ModelAdmin):
         "formatted_amount",
         "currency",
         "status",
+        "under_review",
         "failure_code",
         "created_at",
     )
-    list_filter = ("status", "currency", "client", "created_at")
+    list_filter = (UnderReviewFilter, "status", "currency", "client", "created_at")
     search_fields = ("=id", "client_reference", "client__name", "provider_reference")
     list_select_related = ("client",)
     date_hierarchy = "created_at"
@@ -81,9 +129,17 @@ class PayoutRequestAdmin(FormattedAmountMixin, admin.ModelAdmin):
         "updated_at",
         "processed_at",
         "lease_expires_at",
+        "execute_started_at",
+        "outcome_unknown_since",
+        "review_flagged_at",
+        "review_reason",
     )
-    inlines = (PayoutEventInline,)
+    inlines = (PayoutEventInline, ProviderCallInline)
     actions = ("cancel_payouts",)
+
+    @admin.display(description="under review", boolean=True)
+    def under_review(self, obj: PayoutRequest) -> bool:
+        return obj.review_flagged_at is not None and obj.status == PayoutStatus.PROCESSING
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # payouts come in through the API, where idempotency is enforced
@@ -161,15 +217,52 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     search_fields = (*APIKeyModelAdmin.search_fields, "client__name")  # type: ignore[assignment]
 
 
+@admin.register(ProviderCall)
+class ProviderCallAdmin(admin.ModelAdmin):
+    """Every call made to the provider, newest first: read-only, a record of what was asked."""
+
+    list_display = (
+        "started_at",
+        "payout_link",
+        *PROVIDER_CALL_FIELDS[:3],
+        *PROVIDER_CALL_FIELDS[4:],
+    )
+    list_filter = ("kind", "outcome", "requested_by")
+    search_fields = ("=payout__id",)
+    # By primary key, not started_at: the same order (rows are written as calls start) served
+    # by the primary key's index, where started_at alone has none.
+    ordering = ("-id",)
+    show_full_result_count = False
+    fields = readonly_fields = ("payout_link", *PROVIDER_CALL_FIELDS)
+
+    @admin.display(description="payout")
+    def payout_link(self, obj: ProviderCall) -> str:
+        url = reverse("admin:payouts_payoutrequest_change", args=[obj.payout_id])
+        return format_html('<a href="{}">{}</a>', url, obj.payout_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(SandboxLedgerEntry)
 class SandboxLedgerEntryAdmin(FormattedAmountMixin, admin.ModelAdmin):
     list_display = (
         "idempotency_key",
         "outcome",
         "calls",
+        "lookup_calls",
+        "cancel_calls",
         "formatted_amount",
         "currency",
+        "settles_at",
         "executed_at",
+        "canceled_at",
     )
     list_filter = ("outcome",)
     search_fields = ("=idempotency_key", "reference")
@@ -179,12 +272,16 @@ class SandboxLedgerEntryAdmin(FormattedAmountMixin, admin.ModelAdmin):
         "currency",
         "destination",
         "calls",
+        "lookup_calls",
+        "cancel_calls",
         "outcome",
         "reference",
         "decline_code",
         "decline_reason",
         "created_at",
+        "settles_at",
         "executed_at",
+        "canceled_at",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -14,7 +14,9 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
+from rest_framework import serializers
 
+from ..models import PayoutStatus
 from .errors import ANSWERS, PROBLEM_CONTENT_TYPE, answer_problem
 from .export import COLUMNS, CONTENT_TYPE, PayoutExportQuerySerializer
 from .serializers import (
@@ -40,6 +42,7 @@ EXAMPLE_EXTRAS: dict[str, dict[str, Any]] = {
         "message": "The payout is PAID; only NEW or PROCESSING payouts can be canceled.",
         "payout_status": "PAID",
     },
+    "provider_unavailable": {"payout_status": "PROCESSING"},
     "client_reference_conflict": {
         "payout_id": "6f1c2a4e-8d53-4b7e-9a51-2f0e6c3d9b10",
         "conflicting_fields": ["amount"],
@@ -61,14 +64,16 @@ def _example(code: str) -> OpenApiExample:
     )
 
 
-def errors(*codes: str) -> dict[tuple[int, str], OpenApiResponse]:
+def errors(
+    *codes: str, body: type[ProblemSerializer] = ProblemSerializer
+) -> dict[tuple[int, str], OpenApiResponse]:
     """The problem responses for these codes, one per HTTP status, with an example per code."""
     by_status: dict[int, list[str]] = {}
     for code in codes:
         by_status.setdefault(ANSWERS[code].status, []).append(code)
     return {
         (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
-            ProblemSerializer,
+            body,
             description=" ".join(
                 f"`{code}`: {ANSWERS[code].when}" if len(group) > 1 else ANSWERS[code].when
                 for code in group
@@ -85,6 +90,33 @@ COMMON_ERRORS = ("not_authenticated", "authentication_failed", "service_unavaila
 PAYOUT_ID = OpenApiParameter(
     "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The payout's id."
 )
+
+CANCEL_DESCRIPTION = (
+    "Before any call to the provider, the payout is canceled at once. Once a call may have "
+    "reached the provider, only the provider can stop it, so it is asked: it confirms (200, "
+    "CANCELED), or it had already paid or declined the payout (400 `payout_not_cancelable`; "
+    "the payout now has that outcome, `payout_status` says which), or it cannot be reached "
+    "(503 `provider_unavailable` with `Retry-After`; nothing changed, the payout is still "
+    "PROCESSING: retry the cancel). A CANCELED payout never moves money."
+)
+CANCEL_RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    description="Seconds to wait before retrying (5 when the provider must confirm a cancel).",
+    response=[503],
+)
+
+
+class CancelProblemSerializer(ProblemSerializer):
+    """A cancel's problem document: it says what the payout is now."""
+
+    payout_status = serializers.ChoiceField(
+        choices=PayoutStatus.choices,
+        required=False,
+        help_text="The payout's status now (`payout_not_cancelable`, `provider_unavailable`).",
+    )
+
 
 CREATE_EXAMPLE = OpenApiExample(
     "Payout",
@@ -162,11 +194,29 @@ PAYOUT_REQUEST_OPERATIONS = {
     "cancel": extend_schema(
         summary="Cancel a NEW or PROCESSING payout",
         operation_id="payout_requests_cancel",
-        parameters=[PAYOUT_ID],
+        description=CANCEL_DESCRIPTION,
+        parameters=[PAYOUT_ID, CANCEL_RETRY_AFTER],
         request=None,
         responses={
-            200: OpenApiResponse(PayoutSerializer, description="Canceled."),
-            **errors("payout_not_cancelable", *COMMON_ERRORS, "not_found"),
+            200: OpenApiResponse(
+                PayoutSerializer,
+                description="Canceled: the provider was never called, or it confirmed the "
+                "cancellation. No money moved.",
+            ),
+            # In status order; the 400 and the 503 (with the provider's) say what the payout is now.
+            **dict(
+                sorted(
+                    {
+                        **errors(*COMMON_ERRORS, "not_found"),
+                        **errors(
+                            "payout_not_cancelable",
+                            "service_unavailable",
+                            "provider_unavailable",
+                            body=CancelProblemSerializer,
+                        ),
+                    }.items()
+                )
+            ),
         },
     ),
     "events": extend_schema(

@@ -38,6 +38,10 @@ class PayoutInstruction:
 @dataclass(frozen=True, slots=True)
 class Executed:
     reference: str
+    # What the provider paid, when its answer says so (a lookup's does, as a PSP's payout record
+    # does): reconciliation compares them with ours. None and "" when the answer does not say.
+    amount: Decimal | None = None
+    currency: str = ""
 
 
 @dataclass(frozen=True, slots=True)

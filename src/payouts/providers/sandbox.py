@@ -237,7 +237,7 @@ class SandboxProvider:
 
 def _settled(entry: SandboxLedgerEntry) -> Settled:
     if entry.outcome == SandboxOutcome.PAID:
-        return Executed(reference=entry.reference)
+        return Executed(reference=entry.reference, amount=entry.amount, currency=entry.currency)
     if entry.outcome == SandboxOutcome.DECLINED:
         return Declined(entry.decline_code, entry.decline_reason)
     assert entry.outcome == SandboxOutcome.CANCELED, entry.outcome

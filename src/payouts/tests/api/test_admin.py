@@ -1,6 +1,7 @@
 """The back office: staff see every payout, and the cancel action goes through the service."""
 
 import json
+import re
 from datetime import timedelta
 
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -17,7 +18,11 @@ from payouts.models import (
     PayoutEvent,
     PayoutRequest,
     PayoutStatus,
+    ProviderCall,
+    ProviderCallKind,
+    ProviderCallOutcome,
     SandboxLedgerEntry,
+    SandboxOutcome,
 )
 
 CHANGELIST = "/admin/payouts/payoutrequest/"
@@ -199,3 +204,190 @@ class AdminTests(TestCase):
         api_key = ApiKey.objects.get(name="from-admin")
         self.assertEqual(api_key.client, self.merchant)
         self.assertContains(response, api_key.prefix)
+
+
+class AdminProviderCallsAndReviewTests(TestCase):
+    """What staff need for unknown outcomes: every provider call, and the payouts to look at."""
+
+    staff: User
+    flagged: PayoutRequest
+    working: PayoutRequest
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        cls.staff = User.objects.create_superuser("ops", "ops@example.com", "s3cret-pass!")
+        merchant = ApiClient.objects.create(name="merchant-a")
+        now = timezone.now()
+        payouts = []
+        for reference in ("flagged-1", "working-1", "flagged-then-paid-1"):
+            payout = PayoutRequest.objects.create(
+                client=merchant,
+                client_reference=reference,
+                amount="7.25",
+                currency="EUR",
+                destination="sandbox:lost-lookup-down:3",
+                lease_expires_at=now + timedelta(minutes=3),
+            )
+            transitions.transition(payout.pk, to=PayoutStatus.PROCESSING, actor=EventActor.WORKER)
+            payouts.append(payout)
+        cls.flagged, cls.working, paid = payouts
+        flag = {
+            "execute_started_at": now - timedelta(days=2),
+            "outcome_unknown_since": now - timedelta(days=2),
+            "review_flagged_at": now - timedelta(hours=1),
+            "review_reason": "no answer of the provider after the retries: lookup down",
+        }
+        PayoutRequest.objects.filter(pk__in=[cls.flagged.pk, paid.pk]).update(**flag)
+        # Flagged once, then the provider answered: no longer a payout to look at.
+        transitions.transition(paid.pk, to=PayoutStatus.PAID, actor=EventActor.RECOVERY)
+        ProviderCall.objects.create(
+            payout=cls.flagged,
+            kind=ProviderCallKind.EXECUTE,
+            attempt=1,
+            requested_by=EventActor.WORKER,
+            started_at=now - timedelta(days=2),
+            finished_at=now - timedelta(days=2) + timedelta(seconds=10),
+            outcome=ProviderCallOutcome.UNKNOWN,
+            code="provider_timeout",
+            detail="The provider did not answer in time.",
+            latency_ms=10004,
+        )
+        ProviderCall.objects.create(
+            payout=cls.flagged,
+            kind=ProviderCallKind.LOOKUP,
+            attempt=7,
+            requested_by=EventActor.RECOVERY,
+            started_at=now - timedelta(minutes=5),
+            finished_at=now - timedelta(minutes=5),
+            outcome=ProviderCallOutcome.UNKNOWN,
+            code="provider_unavailable",
+            detail="The provider answered HTTP 503 Service Unavailable.",
+            latency_ms=31,
+        )
+        ProviderCall.objects.create(
+            payout=cls.working,
+            kind=ProviderCallKind.CANCEL,
+            requested_by=EventActor.API,
+            started_at=now,
+        )
+
+    def setUp(self) -> None:
+        self.client.force_login(self.staff)
+
+    def test_the_payout_page_shows_its_provider_calls_and_unknown_outcome_fields(self) -> None:
+        response = self.client.get(f"{CHANGELIST}{self.flagged.pk}/change/")
+        self.assertEqual(response.status_code, 200)
+        text = response.content.decode()
+        for shown in (
+            "Provider calls",
+            "provider_timeout",
+            "The provider did not answer in time.",
+            "10004",
+            "provider_unavailable",
+            "The provider answered HTTP 503 Service Unavailable.",
+            "Execute started at",
+            "Outcome unknown since",
+            "Review flagged at",
+            "no answer of the provider after the retries: lookup down",
+        ):
+            self.assertIn(shown, text)
+        # The calls are a record: no form field to change one, no way to add or delete one.
+        self.assertNotIn('name="provider_calls-0-outcome"', text)
+        self.assertNotIn("provider_calls-0-DELETE", text)
+        # Its two calls, oldest first, and not the other payout's cancel.
+        rows = re.findall(r'<tr[^>]*id="provider_calls-(\d+)"', text)
+        self.assertEqual(rows, ["0", "1"])
+        self.assertLess(text.index("provider_timeout"), text.index("provider_unavailable"))
+
+    def test_under_review_lists_only_flagged_payouts_still_processing(self) -> None:
+        response = self.client.get(CHANGELIST, {"review": "flagged"})
+        self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "flagged-1")
+        self.assertNotContains(response, "working-1")
+        self.assertNotContains(response, "flagged-then-paid-1")
+        everything = self.client.get(CHANGELIST)
+        self.assertContains(everything, "under review")  # the filter and the column
+        for reference in ("flagged-1", "working-1", "flagged-then-paid-1"):
+            self.assertContains(everything, reference)
+
+    def test_the_payout_list_marks_the_payouts_under_review(self) -> None:
+        response = self.client.get(CHANGELIST)
+        rows = {
+            reference: row
+            for row in response.content.decode().split("<tr")
+            for reference in ("flagged-1", "working-1", "flagged-then-paid-1")
+            if f">{reference}<" in row
+        }
+        self.assertIn('alt="True"', rows["flagged-1"])
+        self.assertIn('alt="False"', rows["working-1"])
+        self.assertIn('alt="False"', rows["flagged-then-paid-1"])
+
+    def test_provider_calls_list_filters_by_kind_and_outcome_and_finds_a_payouts_calls(
+        self,
+    ) -> None:
+        url = "/admin/payouts/providercall/"
+        response = self.client.get(url)
+        self.assertEqual(response.status_code, 200)
+        self.assertContains(response, "provider_timeout")
+        self.assertContains(response, f"/admin/payouts/payoutrequest/{self.flagged.pk}/change/")
+        lookups = self.client.get(url, {"kind__exact": "lookup"}).content.decode()
+        self.assertIn("provider_unavailable", lookups)
+        self.assertNotIn("provider_timeout", lookups)
+        unknown = self.client.get(url, {"outcome__exact": "unknown"}).content.decode()
+        self.assertIn("provider_timeout", unknown)
+        self.assertNotIn(str(self.working.pk), unknown)  # its cancel is still in flight
+        found = self.client.get(url, {"q": str(self.working.pk)}).content.decode()
+        self.assertIn(str(self.working.pk), found)
+        self.assertNotIn(str(self.flagged.pk), found)
+        self.assertEqual(self.client.get(url, {"q": "not-a-uuid"}).status_code, 200)
+
+    def test_provider_calls_are_read_only(self) -> None:
+        call = ProviderCall.objects.filter(payout=self.flagged).first()
+        assert call is not None
+        url = f"/admin/payouts/providercall/{call.pk}/change/"
+        page = self.client.get(url)
+        self.assertEqual(page.status_code, 200)
+        self.assertNotContains(page, 'name="outcome"')
+        self.assertEqual(self.client.post(url, {"outcome": "executed"}).status_code, 403)
+        self.assertEqual(self.client.get("/admin/payouts/providercall/add/").status_code, 403)
+        self.assertEqual(self.client.get(f"{url[: -len('change/')]}delete/").status_code, 403)
+        call.refresh_from_db()
+        self.assertEqual(call.outcome, ProviderCallOutcome.UNKNOWN)
+
+    def test_the_ledger_shows_pending_and_canceled_entries_with_their_calls(self) -> None:
+        settles_at = timezone.now() + timedelta(seconds=30)
+        pending = SandboxLedgerEntry.objects.create(
+            idempotency_key=str(self.working.pk),
+            amount="7.25",
+            currency="EUR",
+            destination="sandbox:slow:30000",
+            calls=1,
+            lookup_calls=4,
+            cancel_calls=0,
+            outcome=SandboxOutcome.PENDING,
+            settles_at=settles_at,
+        )
+        SandboxLedgerEntry.objects.create(
+            idempotency_key=str(self.flagged.pk),
+            amount="0",
+            currency="",
+            destination="",
+            cancel_calls=3,
+            outcome=SandboxOutcome.CANCELED,
+            canceled_at=timezone.now(),
+        )
+        listing = self.client.get("/admin/payouts/sandboxledgerentry/")
+        self.assertEqual(listing.status_code, 200)
+        for shown in ("Lookup calls", "Cancel calls", "Settles at", "Canceled at", "pending"):
+            self.assertContains(listing, shown)
+        pending_only = self.client.get(
+            "/admin/payouts/sandboxledgerentry/", {"outcome__exact": "pending"}
+        )
+        self.assertContains(pending_only, str(self.working.pk))
+        self.assertNotContains(pending_only, str(self.flagged.pk))
+        page = self.client.get(f"/admin/payouts/sandboxledgerentry/{pending.pk}/change/")
+        self.assertEqual(page.status_code, 200)
+        text = page.content.decode()
+        for label in ("Lookup calls", "Cancel calls", "Settles at", "Canceled at"):
+            self.assertIn(label, text)
+        self.assertIn(">4<", text.replace("\n", "").replace(" ", ""))

@@ -365,6 +365,8 @@ PAYOUTS_PROVIDER_CANCEL_TIMEOUT_SECONDS = env_float("PAYOUTS_PROVIDER_CANCEL_TIM
 # Attempts after the first; every attempt counts, whatever ended it (the provider's refusal, a
 # timeout, a lookup without an answer, a bug).
 PAYOUTS_MAX_RETRIES = env_int("PAYOUTS_MAX_RETRIES", 5)
+if PAYOUTS_MAX_RETRIES < 0:
+    raise ImproperlyConfigured("PAYOUTS_MAX_RETRIES must be 0 or more.")
 PAYOUTS_RETRY_BACKOFF_SECONDS = env_int("PAYOUTS_RETRY_BACKOFF_SECONDS", 2)
 PAYOUTS_RETRY_BACKOFF_MAX_SECONDS = env_int("PAYOUTS_RETRY_BACKOFF_MAX_SECONDS", 60)
 # Past the retries, a payout whose outcome is unknown is looked up again on a backoff up to this.

@@ -7,10 +7,14 @@ call, one daemon thread per process renews the leases of every attempt in flight
 PAYOUTS_LEASE_SECONDS / 3 (one UPDATE for all of them). The lease can then be short: a dead
 worker's payouts are free again within one lease. A thread of our own because the renewal is
 one query on a timer, which no library makes shorter.
+
+A hold has a limit: an attempt that runs past it (an adapter ignoring its deadline hangs the
+thread) is no longer renewed, so its lease runs out and the sweep hands the payout on.
 """
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,16 +31,17 @@ logger = logging.getLogger(__name__)
 
 class LeaseHeartbeat:
     def __init__(self) -> None:
-        self._held: dict[tuple[uuid.UUID, str], int] = {}
+        # (payout id, owner) -> the monotonic instants until which each hold of it may renew.
+        self._held: dict[tuple[uuid.UUID, str], list[float]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def hold(self, payout_id: uuid.UUID, owner: str) -> Iterator[None]:
-        """Keep `owner`'s lease on the payout alive while the block runs."""
-        key = (payout_id, owner)
+    def hold(self, payout_id: uuid.UUID, owner: str, *, at_most: float) -> Iterator[None]:
+        """Keep `owner`'s lease on the payout alive while the block runs, `at_most` seconds."""
+        key, until = (payout_id, owner), time.monotonic() + at_most
         with self._lock:
-            self._held[key] = self._held.get(key, 0) + 1
+            self._held.setdefault(key, []).append(until)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="payouts-lease-heartbeat", daemon=True
@@ -46,7 +51,7 @@ class LeaseHeartbeat:
             yield
         finally:
             with self._lock:
-                self._held[key] -= 1
+                self._held[key].remove(until)
                 if not self._held[key]:
                     del self._held[key]
 
@@ -54,8 +59,17 @@ class LeaseHeartbeat:
         interval = settings.PAYOUTS_LEASE_SECONDS / 3
         stop = threading.Event()
         while not stop.wait(interval):
+            now = time.monotonic()
             with self._lock:
-                held = list(self._held)
+                held = [key for key, limits in self._held.items() if max(limits) > now]
+                overdue = [key for key, limits in self._held.items() if max(limits) <= now]
+            for payout_id, owner in overdue:
+                logger.error(
+                    "payout %s: attempt %s runs past every deadline; its lease is left to "
+                    "expire so the sweep resumes the payout",
+                    payout_id,
+                    owner,
+                )
             if not held:
                 continue
             until = timezone.now() + timedelta(seconds=settings.PAYOUTS_LEASE_SECONDS)

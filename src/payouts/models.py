@@ -144,6 +144,7 @@ class EventActor(models.TextChoices):
     WORKER = "worker"
     ADMIN = "admin"
     RECOVERY = "recovery"
+    RECONCILE = "reconcile"  # the reconcile command's lookups (provider calls only)
 
 
 class PayoutEvent(models.Model):

@@ -16,7 +16,8 @@ PSP's test account numbers:
     sandbox:lost                 paid, but the answer of the first execute call is lost (a
                                  timeout); later calls and lookups return the payment
     sandbox:lost-lookup-down:<n> as lost, and the first n lookups are refused (HTTP 503)
-    sandbox:cancel-refused       paid normally; every cancel call is refused (HTTP 503)
+    sandbox:cancel-refused       paid normally; every cancel of it is refused (HTTP 503) once
+                                 the sandbox has received the payout
     sandbox:slow:<ms>            paid, pending for <ms> milliseconds instead of the latency
 
 Everything is recorded in its ledger (SandboxLedgerEntry) under the idempotency key, and every
@@ -211,16 +212,15 @@ class SandboxProvider:
         entry.refresh_from_db()
 
     def _wait_for_settlement(self, entry: SandboxLedgerEntry, deadline: float) -> ExecuteAnswer:
-        if entry.outcome == SandboxOutcome.PENDING:
+        """Wait until the payout settles (or is canceled), or the deadline passes: Unknown."""
+        while entry.outcome == SandboxOutcome.PENDING:
             assert entry.settles_at is not None
-            wait = (entry.settles_at - timezone.now()).total_seconds()
-            if time.monotonic() + wait > deadline:
-                _sleep_until(deadline)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return TIMEOUT  # it still settles, without us
-            time.sleep(max(wait, 0))
+            wait = (entry.settles_at - timezone.now()).total_seconds()
+            time.sleep(min(max(wait, 0), remaining))
             self._settle_if_due(entry)
-        if entry.outcome == SandboxOutcome.PENDING:
-            return TIMEOUT  # the clock moved under us; the payout settles anyway
         return _settled(entry)
 
     @staticmethod

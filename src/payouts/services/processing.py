@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.db.models import Q
 from django.utils import timezone
 
 from ..heartbeat import lease_heartbeat
@@ -39,6 +40,7 @@ from ..providers import (
     PayoutInstruction,
     PayoutProvider,
     Pending,
+    Settled,
     Unknown,
     get_provider,
 )
@@ -51,7 +53,7 @@ from ..transitions import (
     review_flag,
     transition,
 )
-from .provider_calls import ADAPTER_ERROR, Answer, apply_settled, call_provider
+from .provider_calls import ADAPTER_ERROR, Answer, apply_settled, call_provider, cancel_requested
 from .queueing import lease_deadline
 
 logger = logging.getLogger(__name__)
@@ -100,8 +102,11 @@ def payout_process(
     if not claimed or payout is None or payout.status != PayoutStatus.PROCESSING:
         # Finished or canceled, or another delivery holds the lease: nothing to do here.
         return PayoutStatus(payout.status) if payout else None
-    attempt = _Attempt(payout, attempt_id, actor, provider or get_provider())
-    with lease_heartbeat.hold(payout.pk, attempt_id):
+    attempt = _Attempt(payout, attempt_id, actor, provider)
+    # The longest an attempt can honestly take: a lookup, an execute and a void, each bounded
+    # by its deadline. A hung one (an adapter ignoring its deadline) loses its lease after this.
+    longest = 3 * settings.PAYOUTS_PROVIDER_TIMEOUT_SECONDS + settings.PAYOUTS_LEASE_SECONDS
+    with lease_heartbeat.hold(payout.pk, attempt_id, at_most=longest):
         try:
             return attempt.run()
         except (AttemptDeferred, OperationalError, InterfaceError):
@@ -114,13 +119,24 @@ def payout_process(
 
 class _Attempt:
     def __init__(
-        self, payout: PayoutRequest, attempt_id: str, actor: EventActor, provider: PayoutProvider
+        self,
+        payout: PayoutRequest,
+        attempt_id: str,
+        actor: EventActor,
+        provider: PayoutProvider | None,
     ) -> None:
         self.payout = payout
         self.attempt_id = attempt_id
         self.actor = actor
-        self.provider = provider
+        self._provider = provider
         self.key = str(payout.pk)
+
+    @property
+    def provider(self) -> PayoutProvider:
+        # Resolved inside the attempt: a misconfigured adapter spends the budget like any error.
+        if self._provider is None:
+            self._provider = get_provider()
+        return self._provider
 
     @property
     def budget_left(self) -> bool:
@@ -139,7 +155,7 @@ class _Attempt:
         ):
             match known := self._call(ProviderCallKind.LOOKUP, self._lookup):
                 case Executed() | Declined() | Canceled():
-                    return apply_settled(payout, known, actor=self.actor)
+                    return self.settle(known)
                 case Pending():
                     return self.unresolved("the provider has the payout pending")
                 case Unknown():
@@ -161,7 +177,7 @@ class _Attempt:
         payout.execute_started_at = payout.execute_started_at or timezone.now()
         match answer := self._call(ProviderCallKind.EXECUTE, self._execute):
             case Executed() | Declined() | Canceled():
-                return apply_settled(payout, answer, actor=self.actor)
+                return self.settle(answer)
             case NotExecuted():
                 if self.retries_left:
                     self.defer(f"{answer.code}: {answer.reason}")
@@ -174,6 +190,20 @@ class _Attempt:
                 )
             case _:
                 raise AssertionError(f"unexpected answer {answer!r}")
+
+    def settle(self, answer: Settled) -> PayoutStatus:
+        """Apply the provider's final answer; its Canceled is CANCELED only if someone asked.
+
+        A key the worker voided itself (give_up, in an attempt that died before it could write
+        FAILED) answers Canceled too: no money moved, but nobody canceled, so it is FAILED.
+        """
+        if isinstance(answer, Canceled) and not cancel_requested(self.payout):
+            return self.fail(
+                "provider_unavailable",
+                "The provider did not execute the payout; it was voided there after "
+                f"{self.payout.attempts} attempts.",
+            )
+        return apply_settled(self.payout, answer, actor=self.actor)
 
     # --- the provider's three calls, recorded -----------------------------------------------
 
@@ -239,7 +269,9 @@ class _Attempt:
             # Nothing was ever sent: no money can have moved, and no answer is to be awaited.
             return self.give_up(reason)
         now = timezone.now()
-        unknown_for = now - (payout.outcome_unknown_since or now)
+        # Unknown since the call that left it so; or, if the provider keeps refusing every
+        # call (the void too), since the first call was sent.
+        unknown_for = now - (payout.outcome_unknown_since or payout.execute_started_at or now)
         review_after = timedelta(seconds=settings.PAYOUTS_REVIEW_AFTER_SECONDS)
         needs_review = error or unknown_for >= review_after
         if needs_review and review_flag(
@@ -292,15 +324,24 @@ class _Attempt:
             else f"The payout could not be processed ({reason}); the provider was never called."
         )
         logger.warning("payout %s: giving up, %s: %s", payout.pk, code, reason)
+        return self.fail(code, why)
+
+    def fail(self, code: str, why: str) -> PayoutStatus:
+        """FAILED without a decline: only while this attempt holds the lease, and only for a
+        payout never sent if the code says so (a call may start between our read and now)."""
+        only_if = Q(lease_owner=self.attempt_id)
+        if code == "processing_error":
+            only_if &= Q(execute_started_at__isnull=True)
         moved = transition(
-            payout.pk,
+            self.payout.pk,
             to=PayoutStatus.FAILED,
             actor=self.actor,
-            reason=f"{code}: {why}",
+            reason=f"{code}: {why}"[:500],
+            only_if=only_if,
             failure_code=code,
             failure_reason=why[:500],
         )
         if moved:
             return PayoutStatus.FAILED
-        payout.refresh_from_db()
-        return PayoutStatus(payout.status)
+        self.payout.refresh_from_db()
+        return PayoutStatus(self.payout.status)

@@ -87,7 +87,7 @@ def call_provider(
     ProviderCall.objects.filter(pk=record.pk).update(
         finished_at=timezone.now(),
         outcome=outcome,
-        code=getattr(answer, "code", ""),
+        code=getattr(answer, "code", "")[:64],
         detail=getattr(answer, "reason", "")[:500],
         latency_ms=round((time.monotonic() - started) * 1000),
     )
@@ -96,14 +96,17 @@ def call_provider(
 
 def apply_settled(payout: PayoutRequest, answer: Settled, *, actor: EventActor) -> PayoutStatus:
     """Finish the payout as the provider says it ended; return the status it is left in."""
+    # An adapter's strings are the provider's: cut them to what the columns hold.
     match answer:
         case Executed(reference=reference):
+            reference = reference[:64]
             target, reason = PayoutStatus.PAID, f"provider reference {reference}"
             moved = transition(
                 payout.pk, to=target, actor=actor, reason=reason, provider_reference=reference
             )
         case Declined(code=code, reason=why):
-            target, reason = PayoutStatus.FAILED, f"{code}: {why}"
+            code, why = code[:64], why[:500]
+            target, reason = PayoutStatus.FAILED, f"{code}: {why}"[:500]
             moved = transition(
                 payout.pk,
                 to=target,
@@ -139,3 +142,12 @@ def apply_settled(payout: PayoutRequest, answer: Settled, *, actor: EventActor) 
         payout.status,
     )
     return PayoutStatus(payout.status)
+
+
+def cancel_requested(payout: PayoutRequest) -> bool:
+    """Has a client or staff asked the provider to cancel this payout (not the worker's void)?"""
+    return ProviderCall.objects.filter(
+        payout=payout,
+        kind=ProviderCallKind.CANCEL,
+        requested_by__in=(EventActor.API, EventActor.ADMIN),
+    ).exists()

@@ -97,7 +97,7 @@ def _lookup(provider: PayoutProvider, payout: PayoutRequest) -> LookupAnswer:
         ProviderCallKind.LOOKUP,
         lambda deadline: provider.lookup(key, deadline=deadline),
         timeout=settings.PAYOUTS_PROVIDER_TIMEOUT_SECONDS,
-        requested_by=EventActor.ADMIN,
+        requested_by=EventActor.RECONCILE,
     )
 
 

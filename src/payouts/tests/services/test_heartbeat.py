@@ -37,9 +37,9 @@ class LeaseHeartbeatTests(TransactionTestCase):
         longer = self.payout("longer", lease_seconds=600)  # a re-check scheduled far away
         heartbeat = LeaseHeartbeat()
         with (
-            heartbeat.hold(held.pk, "task-1"),
-            heartbeat.hold(other_owner.pk, "task-2"),  # not its lease
-            heartbeat.hold(longer.pk, "task-1"),
+            heartbeat.hold(held.pk, "task-1", at_most=60),
+            heartbeat.hold(other_owner.pk, "task-2", at_most=60),  # not its lease
+            heartbeat.hold(longer.pk, "task-1", at_most=60),
         ):
             time.sleep(2.6)
             self.assertGreater(self.lease(held), timedelta(seconds=3))
@@ -48,3 +48,14 @@ class LeaseHeartbeatTests(TransactionTestCase):
         renewed = PayoutRequest.objects.get(pk=held.pk).lease_expires_at
         time.sleep(2.2)
         self.assertEqual(PayoutRequest.objects.get(pk=held.pk).lease_expires_at, renewed)
+
+    def test_a_hold_past_its_limit_is_no_longer_renewed(self) -> None:
+        hung = self.payout("hung", lease_seconds=1)
+        heartbeat = LeaseHeartbeat()
+        with (
+            self.assertLogs("payouts.heartbeat", "ERROR") as logs,
+            heartbeat.hold(hung.pk, "task-1", at_most=0.5),
+        ):
+            time.sleep(2.6)  # one beat, after the limit
+            self.assertLess(self.lease(hung), timedelta(seconds=0))
+        self.assertIn("runs past every deadline", logs.output[0])

@@ -3,6 +3,8 @@
 Every test ends on the money invariant: what the payout says is what the sandbox ledger did.
 """
 
+import time
+from datetime import timedelta
 from decimal import Decimal
 
 from django.test import TestCase, override_settings
@@ -20,10 +22,13 @@ from payouts.models import (
 )
 from payouts.providers import (
     CancelAnswer,
+    Declined,
     ExecuteAnswer,
     LookupAnswer,
+    NotExecuted,
     PayoutInstruction,
     SandboxProvider,
+    Unknown,
 )
 from payouts.services.processing import AttemptDeferred
 from payouts.transitions import transition
@@ -323,3 +328,67 @@ class PoisonPayoutTests(PayoutProcessTestCase):
         self.assertEqual(payout.failure_code, "processing_error")
         self.assertEqual(calls(payout), [])  # no call was ever sent: nothing to ask
         self.assertIsNone(ledger(payout))
+
+
+class DownProvider:
+    """A PSP that is down: every execute refused (503, not executed), lookups and cancels too."""
+
+    def execute(self, instruction: PayoutInstruction, *, deadline: float) -> NotExecuted:
+        return NotExecuted("provider_unavailable", "HTTP 503")
+
+    def lookup(self, idempotency_key: str, *, deadline: float) -> Unknown:
+        return Unknown("provider_unavailable", "HTTP 503")
+
+    def cancel(self, idempotency_key: str, *, deadline: float) -> Unknown:
+        return Unknown("provider_unavailable", "HTTP 503")
+
+
+class LongReasonProvider:
+    """A real PSP's decline with a long human reason and a long code (columns hold 500/64)."""
+
+    def execute(self, instruction: PayoutInstruction, *, deadline: float) -> Declined:
+        return Declined("account_closed" + "_x" * 40, "The account has been closed. " * 30)
+
+    def lookup(self, idempotency_key: str, *, deadline: float) -> Declined:
+        return self.execute(None, deadline=deadline)  # type: ignore[arg-type]
+
+    def cancel(self, idempotency_key: str, *, deadline: float) -> Declined:
+        return self.execute(None, deadline=deadline)  # type: ignore[arg-type]
+
+
+@override_settings(PAYOUTS_MAX_RETRIES=0, PAYOUTS_REVIEW_AFTER_SECONDS=60)
+class ProviderEdgeCaseTests(PayoutProcessTestCase):
+    def test_a_provider_down_for_a_day_after_a_refusal_is_flagged_for_review(self) -> None:
+        payout = self.create("psp:account")
+        # Refused (never executed), but the void cannot reach the provider either: no guess.
+        self.assertEqual(self.process(payout, provider=DownProvider()), S.PROCESSING)
+        PayoutRequest.objects.filter(pk=payout.pk).update(
+            execute_started_at=timezone.now() - timedelta(days=1)
+        )
+        self.expire_lease(payout)
+        with self.assertLogs("payouts.services.processing", "ERROR"):
+            self.assertEqual(
+                self.process(payout, delivery="sweep-1", provider=DownProvider()), S.PROCESSING
+            )
+        payout.refresh_from_db()
+        self.assertIsNotNone(payout.review_flagged_at)
+
+    def test_a_decline_with_long_texts_fails_the_payout_with_them_cut(self) -> None:
+        payout = self.create("psp:account")
+        self.assertEqual(self.process(payout, provider=LongReasonProvider()), S.FAILED)
+        payout.refresh_from_db()
+        self.assertTrue(payout.failure_code.startswith("account_closed"))
+        self.assertEqual((len(payout.failure_code), len(payout.failure_reason)), (64, 500))
+        call = ProviderCall.objects.get(payout=payout)
+        self.assertEqual((call.outcome, len(call.code)), ("declined", 64))
+
+    def test_a_key_the_worker_voided_itself_is_failed_not_canceled(self) -> None:
+        # The worker voided the key (budget spent, never accepted) and died before FAILED.
+        payout = self.create("sandbox:hang")
+        self.assertEqual(self.process(payout), S.PROCESSING)
+        PROVIDER.cancel(str(payout.pk), deadline=time.monotonic() + 1)
+        self.expire_lease(payout)
+        # Nobody asked for a cancel: no money moved, and it is FAILED, not CANCELED.
+        self.assertEqual(self.process(payout, delivery="sweep-1"), S.FAILED)
+        payout.refresh_from_db()
+        self.assertEqual(payout.failure_code, "provider_unavailable")

@@ -96,7 +96,7 @@ class ReconcileTests(ReconcileCase):
         )
         self.assertEqual(len(output.splitlines()), 1, output)
 
-    def test_every_lookup_is_a_recorded_provider_call_requested_by_staff(self) -> None:
+    def test_every_lookup_is_a_recorded_provider_call_requested_by_reconcile(self) -> None:
         paid = self.processed("paid")
         new = self.create("new")
         self.reconcile()
@@ -105,7 +105,7 @@ class ReconcileTests(ReconcileCase):
             (new, ProviderCallOutcome.NOT_FOUND),
         ):
             call = ProviderCall.objects.get(payout=payout, kind=ProviderCallKind.LOOKUP)
-            self.assertEqual((call.outcome, call.requested_by), (outcome, EventActor.ADMIN))
+            self.assertEqual((call.outcome, call.requested_by), (outcome, EventActor.RECONCILE))
             self.assertIsNone(call.attempt)
             self.assertIsNotNone(call.finished_at)
         self.assertEqual(self.ledger(paid).lookup_calls, 1)

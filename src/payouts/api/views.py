@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -11,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..models import EventActor
+from ..models import EventActor, PayoutRequest
 from ..selectors import payout_events, payout_get, payout_list
 from ..services import payout_cancel, payout_create
 from . import export
@@ -55,17 +56,7 @@ class PayoutRequestViewSet(viewsets.ViewSet):
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
 
     def list(self, request: Request) -> Response:
-        query = PayoutListQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        filters = query.validated_data
-        payouts = payout_list(
-            client=request_client(request),
-            statuses=filters.get("status", ()),
-            currency=filters.get("currency"),
-            client_reference=filters.get("client_reference"),
-            created_after=filters.get("created_after"),
-            created_before=filters.get("created_before"),
-        )
+        payouts = _filtered_payouts(request, PayoutListQuerySerializer)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(payouts, request, view=self)
         return paginator.get_paginated_response(PayoutSerializer(page, many=True).data)
@@ -90,20 +81,27 @@ class PayoutRequestViewSet(viewsets.ViewSet):
 
     @action(detail=False, methods=["get"], url_path=r"export\.csv")
     def export_csv(self, request: Request) -> StreamingHttpResponse:
-        query = export.PayoutExportQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        filters = query.validated_data
-        payouts = payout_list(
-            client=request_client(request),
-            statuses=filters.get("status", ()),
-            currency=filters.get("currency"),
-            client_reference=filters.get("client_reference"),
-            created_after=filters.get("created_after"),
-            created_before=filters.get("created_before"),
-        )
+        payouts = _filtered_payouts(request, export.PayoutExportQuerySerializer)
         # HEAD gets the headers without running the query.
         chunks = iter(()) if request.method == "HEAD" else export.payout_csv(payouts)
         response = StreamingHttpResponse(chunks, content_type=export.CONTENT_TYPE)
         filename = export.attachment_filename(timezone.now())
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
+
+
+def _filtered_payouts(
+    request: Request, query_serializer: type[PayoutListQuerySerializer]
+) -> QuerySet[PayoutRequest]:
+    """The caller's payouts matching the list filters of the query string (400 if bad)."""
+    query = query_serializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    filters = query.validated_data
+    return payout_list(
+        client=request_client(request),
+        statuses=filters.get("status", ()),
+        currency=filters.get("currency"),
+        client_reference=filters.get("client_reference"),
+        created_after=filters.get("created_after"),
+        created_before=filters.get("created_before"),
+    )

@@ -142,7 +142,7 @@ class ServiceProcess:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def start_worker(**env: str) -> ServiceProcess:
+def start_worker(*, concurrency: int = 4, **env: str) -> ServiceProcess:
     """A real Celery worker (threads pool) on the test database and broker; returns once ready."""
     worker = ServiceProcess(
         "worker",
@@ -154,7 +154,7 @@ def start_worker(**env: str) -> ServiceProcess:
             "--pool",
             "threads",
             "--concurrency",
-            "4",
+            str(concurrency),
             "--loglevel",
             "INFO",
             "--hostname",

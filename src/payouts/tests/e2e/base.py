@@ -2,6 +2,7 @@
 
 import shutil
 import tempfile
+import uuid
 from typing import Any, ClassVar
 
 from django.test import TransactionTestCase
@@ -102,7 +103,6 @@ class StackTestCase(MoneyInvariantAfterEachTest, TransactionTestCase):
     """Worker, beat (the recovery sweep) and gunicorn per class, driven over real HTTP."""
 
     worker_env: ClassVar[dict[str, str]] = FAST_WORKER_ENV
-    worker_concurrency: ClassVar[int] = 4
     services: ClassVar[list[ServiceProcess]]
     worker: ClassVar[ServiceProcess | None]
     base_url: ClassVar[str]
@@ -116,9 +116,7 @@ class StackTestCase(MoneyInvariantAfterEachTest, TransactionTestCase):
         cls.beat_dir = ""
         try:
             purge_queue()
-            cls.worker = cls.track(
-                start_worker(concurrency=cls.worker_concurrency, **cls.worker_env)
-            )
+            cls.worker = cls.track(start_worker(**cls.worker_env))
             cls.beat_dir = tempfile.mkdtemp(prefix="payouts-e2e-beat-")
             cls.track(start_beat(cls.beat_dir, **cls.worker_env))
             port = free_port()
@@ -161,7 +159,7 @@ class StackTestCase(MoneyInvariantAfterEachTest, TransactionTestCase):
         status, payload, _ = timed_request(self.base_url, self.key, method, path, body)
         return status, payload
 
-    def create(self, reference: str, destination: str, amount: str = "100.00") -> str:
+    def create(self, reference: str, destination: str, amount: str = "100.00") -> uuid.UUID:
         status, body = self.request(
             "POST",
             PAYOUTS_URL,
@@ -173,7 +171,7 @@ class StackTestCase(MoneyInvariantAfterEachTest, TransactionTestCase):
             },
         )
         self.assertEqual(status, 201, body)
-        return str(body["id"])
+        return uuid.UUID(body["id"])
 
-    def cancel(self, payout_id: str) -> tuple[int, Any]:
+    def cancel(self, payout_id: uuid.UUID) -> tuple[int, Any]:
         return self.request("POST", f"{PAYOUTS_URL}{payout_id}/cancel/")

@@ -142,8 +142,11 @@ class ServiceProcess:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def start_worker(*, concurrency: int = 4, **env: str) -> ServiceProcess:
-    """A real Celery worker (threads pool) on the test database and broker; returns once ready."""
+def start_worker(**env: str) -> ServiceProcess:
+    """A real Celery worker (threads pool) on the test database and broker; returns once ready.
+
+    Four threads unless env says CELERY_WORKER_CONCURRENCY.
+    """
     worker = ServiceProcess(
         "worker",
         [
@@ -154,7 +157,7 @@ def start_worker(*, concurrency: int = 4, **env: str) -> ServiceProcess:
             "--pool",
             "threads",
             "--concurrency",
-            str(concurrency),
+            env.get("CELERY_WORKER_CONCURRENCY", "4"),
             "--loglevel",
             "INFO",
             "--hostname",

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import unittest
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -23,17 +24,18 @@ PROCESSING, PAID, FAILED, CANCELED = "PROCESSING", "PAID", "FAILED", "CANCELED"
 FINAL = (PAID, FAILED, CANCELED)
 
 
-def ledger_outcome_of(payout_id: str) -> str:
-    return ledger_outcome(SandboxLedgerEntry.objects.filter(idempotency_key=payout_id).first())
+def ledger_outcome_of(payout_id: uuid.UUID) -> str:
+    entry = SandboxLedgerEntry.objects.filter(idempotency_key=str(payout_id)).first()
+    return ledger_outcome(entry)
 
 
-def calls_of(payout_id: str, kind: str) -> list[ProviderCall]:
+def calls_of(payout_id: uuid.UUID, kind: str) -> list[ProviderCall]:
     return list(
         ProviderCall.objects.filter(payout_id=payout_id, kind=kind).order_by("started_at", "id")
     )
 
 
-def all_final(payout_ids: list[str]) -> bool:
+def all_final(payout_ids: list[uuid.UUID]) -> bool:
     return not PayoutRequest.objects.filter(pk__in=payout_ids).exclude(status__in=FINAL).exists()
 
 
@@ -42,9 +44,9 @@ class CancelOutcomes:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.answers: list[tuple[str, int, Any]] = []
+        self.answers: list[tuple[uuid.UUID, int, Any]] = []
 
-    def add(self, payout_id: str, status: int, body: Any) -> None:
+    def add(self, payout_id: uuid.UUID, status: int, body: Any) -> None:
         with self.lock:
             self.answers.append((payout_id, status, body))
 
@@ -97,20 +99,20 @@ CANCEL_ENV = {
     "PAYOUTS_RETRY_BACKOFF_MAX_SECONDS": "6",
     "PAYOUTS_MAX_RETRIES": "3",
     "PAYOUTS_SWEEP_INTERVAL_SECONDS": "2",
+    "CELERY_WORKER_CONCURRENCY": "16",
 }
 
 
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
 class CancelAgainstTheProviderEndToEndTests(StackTestCase):
     worker_env: ClassVar[dict[str, str]] = CANCEL_ENV
-    worker_concurrency: ClassVar[int] = 16
 
     def test_cancels_at_random_moments_of_200_payouts_never_leave_money_moved(self) -> None:
         outcomes = CancelOutcomes()
         rng = random.Random(6)
         delays = [rng.uniform(0, 1.2) for _ in range(200)]
 
-        def create_then_cancel(index: int) -> str:
+        def create_then_cancel(index: int) -> uuid.UUID:
             payout_id = self.create(f"random-cancel-{index}", "sandbox:success")
             time.sleep(delays[index])
             outcomes.add(payout_id, *self.cancel(payout_id))
@@ -131,12 +133,12 @@ class CancelAgainstTheProviderEndToEndTests(StackTestCase):
     def test_black_box_cancel_race_right_after_create_and_once_seen_processing(self) -> None:
         outcomes = CancelOutcomes()
 
-        def cancel_at_once(index: int) -> str:
+        def cancel_at_once(index: int) -> uuid.UUID:
             payout_id = self.create(f"race-at-once-{index}", "sandbox:success")
             outcomes.add(payout_id, *self.cancel(payout_id))
             return payout_id
 
-        def cancel_once_processing(index: int) -> str:
+        def cancel_once_processing(index: int) -> uuid.UUID:
             payout_id = self.create(f"race-processing-{index}", "sandbox:success")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -208,6 +210,7 @@ UNKNOWN_ENV = {
     "PAYOUTS_MAX_RETRIES": "1",
     "PAYOUTS_RECHECK_MAX_SECONDS": "2",
     "PAYOUTS_SWEEP_INTERVAL_SECONDS": "1",
+    "CELERY_WORKER_CONCURRENCY": "2",
 }
 BUDGET = 1 + 1  # the first attempt and PAYOUTS_MAX_RETRIES
 
@@ -215,7 +218,6 @@ BUDGET = 1 + 1  # the first attempt and PAYOUTS_MAX_RETRIES
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
 class UnknownOutcomesEndToEndTests(StackTestCase):
     worker_env: ClassVar[dict[str, str]] = UNKNOWN_ENV
-    worker_concurrency: ClassVar[int] = 2
 
     def test_an_unknown_outcome_stays_processing_past_the_budget_until_a_lookup_answers(
         self,

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from typing import Any
 from unittest import mock
 
 from django.utils import timezone
@@ -30,7 +31,7 @@ from .support import (
 NEW, PROCESSING, PAID, FAILED = "NEW", "PROCESSING", "PAID", "FAILED"
 
 
-def provider_calls(payout_id: object) -> list[tuple[str, int | None, str]]:
+def provider_calls(payout_id: Any) -> list[tuple[str, int | None, str]]:
     """(kind, attempt, outcome) of each provider call recorded for the payout, oldest first."""
     return [
         (call.kind, call.attempt, call.outcome)

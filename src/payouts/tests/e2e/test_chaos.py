@@ -26,8 +26,8 @@ from django.test import TransactionTestCase
 
 from payouts.models import ApiClient, ApiKey, PayoutEvent, PayoutRequest, SandboxLedgerEntry
 
-from ..invariant import MoneyInvariantAssertions, check_money_invariant
-from .base import PAYOUTS_URL
+from ..invariant import check_money_invariant
+from .base import PAYOUTS_URL, MoneyInvariantAfterEachTest
 from .support import (
     BIN_DIR,
     E2E_AVAILABLE,
@@ -35,7 +35,6 @@ from .support import (
     REDIS_BINARY_AVAILABLE,
     REDIS_BINARY_SKIP_REASON,
     SRC_DIR,
-    ServiceLogsOnFailure,
     ServiceProcess,
     free_port,
     purge_queue,
@@ -85,7 +84,7 @@ FINAL = ("PAID", "FAILED", "CANCELED")
 
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
 @unittest.skipUnless(REDIS_BINARY_AVAILABLE, REDIS_BINARY_SKIP_REASON)
-class ChaosEndToEndTests(MoneyInvariantAssertions, ServiceLogsOnFailure, TransactionTestCase):
+class ChaosEndToEndTests(MoneyInvariantAfterEachTest, TransactionTestCase):
     def setUp(self) -> None:
         self.services: list[ServiceProcess] = []
         self.redis_dir = tempfile.mkdtemp(prefix="payouts-e2e-chaos-redis-")
@@ -107,9 +106,6 @@ class ChaosEndToEndTests(MoneyInvariantAssertions, ServiceLogsOnFailure, Transac
         self.addCleanup(service.remove_log)
         self.addCleanup(service.stop)
         return service
-
-    def tearDown(self) -> None:
-        self.print_logs_if_failed()
 
     def service_processes(self) -> list[ServiceProcess]:
         return list(self.services)
@@ -266,13 +262,20 @@ class ChaosEndToEndTests(MoneyInvariantAssertions, ServiceLogsOnFailure, Transac
                     "manage.py reconcile is not on this branch yet (branch `reconcile`): the "
                     "lead re-enables this check once it is merged"
                 )
-            result = subprocess.run(
-                [str(BIN_DIR / "python"), "manage.py", "reconcile"],
-                cwd=SRC_DIR,
-                env=service_env(**self.env),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            sys.stderr.write(f"reconcile: exit {result.returncode}: {result.stdout[-2000:]}\n")
+            # Exit 2 is "the provider did not answer for some payouts: run again later": a
+            # sandbox:lost-lookup-down:2 payout settled by a cancel or an execute has its two
+            # refused lookups still to come. A mismatch (exit 1) is never run again.
+            for run in range(1, 4):
+                result = subprocess.run(
+                    [str(BIN_DIR / "python"), "manage.py", "reconcile"],
+                    cwd=SRC_DIR,
+                    env=service_env(**self.env),
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                summary = result.stdout.strip().splitlines()[-1:] or [result.stderr[-500:]]
+                sys.stderr.write(f"reconcile run {run}: exit {result.returncode}: {summary[0]}\n")
+                if result.returncode != 2:
+                    break
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

@@ -165,7 +165,15 @@ class WorkerCrashEndToEndTests(WorkerTestCase):
         )
         self.assertEqual(services.payouts_recover_stale(), 1)
 
-        payout = wait_for_status(payout_id, PAID, "FAILED")
+        # The replacement's 1 s deadline may spend its retries while the provider still has the
+        # payout pending (5 s): it then stays PROCESSING, re-checked by the sweep (run here by
+        # hand: this class has no beat) until the provider settles it.
+        def finished() -> PayoutRequest | None:
+            services.payouts_recover_stale()
+            payout = PayoutRequest.objects.get(pk=payout_id)
+            return payout if payout.status in (PAID, "FAILED") else None
+
+        payout = wait_for(finished, "the recovered payout to finish", interval=0.5)
         self.assertEqual(payout.status, PAID)
         entry = ledger(payout_id)
         # Called by the killed worker and again after recovery; executed once.

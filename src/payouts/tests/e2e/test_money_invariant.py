@@ -264,6 +264,10 @@ class UnknownOutcomesEndToEndTests(StackTestCase):
         entry = ledger(payout_id)
         self.assertEqual((entry.calls, entry.outcome), (0, "canceled"))
         self.assertEqual(payout.attempts, BUDGET + 1)
+        # The budget went on errors of the adapter, which waiting does not fix: flagged for a
+        # person at once (and still finished only on the provider's answer).
+        self.assertIsNotNone(payout.review_flagged_at)
+        self.assertIn("RuntimeError", payout.review_reason)
         # And nothing more happens: the sweep (every second) leaves a finished payout alone.
         recorded = ProviderCall.objects.filter(payout_id=payout_id).count()
         time.sleep(4)

@@ -19,6 +19,8 @@ PSP's test account numbers:
     sandbox:cancel-refused       paid normally; every cancel of it is refused (HTTP 503) once
                                  the sandbox has received the payout
     sandbox:slow:<ms>            paid, pending for <ms> milliseconds instead of the latency
+    sandbox:error                every execute call raises in the adapter (a bug) before it
+                                 reaches the provider: lookups find nothing, cancels void the key
 
 Everything is recorded in its ledger (SandboxLedgerEntry) under the idempotency key, and every
 change of an entry is a compare-and-set, so concurrent calls cannot execute a payout twice.
@@ -64,7 +66,7 @@ TEST_DESTINATION = re.compile(
     r"sandbox:(?:(?P<success>success)|decline:(?P<decline>[a-z0-9_]{1,64})"
     r"|transient:(?P<transient>\d{1,3})|(?P<unreachable>unreachable)|(?P<hang>hang)"
     r"|(?P<lost>lost)(?:-lookup-down:(?P<lookup_down>\d{1,3}))?"
-    r"|(?P<cancel_refused>cancel-refused)|slow:(?P<slow>\d{1,6}))"
+    r"|(?P<cancel_refused>cancel-refused)|slow:(?P<slow>\d{1,6})|(?P<error>error))"
 )
 
 REFUSED = NotExecuted("provider_unavailable", "The provider answered HTTP 503 Service Unavailable.")
@@ -101,6 +103,8 @@ class SandboxProvider:
 
     def execute(self, instruction: PayoutInstruction, *, deadline: float) -> ExecuteAnswer:
         case = _test_case(instruction.destination)
+        if case["error"]:
+            raise RuntimeError("sandbox:error: the adapter failed before sending the call")
         if case["unreachable"]:
             return CONNECTION_REFUSED
         entry = self._receive(instruction)

@@ -143,7 +143,10 @@ class ServiceProcess:
 
 
 def start_worker(**env: str) -> ServiceProcess:
-    """A real Celery worker (threads pool) on the test database and broker; returns once ready."""
+    """A real Celery worker (threads pool) on the test database and broker; returns once ready.
+
+    Four threads unless env says CELERY_WORKER_CONCURRENCY.
+    """
     worker = ServiceProcess(
         "worker",
         [
@@ -154,7 +157,7 @@ def start_worker(**env: str) -> ServiceProcess:
             "--pool",
             "threads",
             "--concurrency",
-            "4",
+            env.get("CELERY_WORKER_CONCURRENCY", "4"),
             "--loglevel",
             "INFO",
             "--hostname",

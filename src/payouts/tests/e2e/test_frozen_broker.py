@@ -26,13 +26,12 @@ from payouts.models import (
     SandboxOutcome,
 )
 
-from .base import FAST_WORKER_ENV, PAYOUTS_URL
+from .base import FAST_WORKER_ENV, PAYOUTS_URL, MoneyInvariantAfterEachTest
 from .support import (
     E2E_AVAILABLE,
     E2E_SKIP_REASON,
     REDIS_BINARY_AVAILABLE,
     REDIS_BINARY_SKIP_REASON,
-    ServiceLogsOnFailure,
     ServiceProcess,
     free_port,
     history,
@@ -50,7 +49,7 @@ SETTLE_SECONDS = 60.0
 
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
 @unittest.skipUnless(REDIS_BINARY_AVAILABLE, REDIS_BINARY_SKIP_REASON)
-class FrozenBrokerEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
+class FrozenBrokerEndToEndTests(MoneyInvariantAfterEachTest, TransactionTestCase):
     def setUp(self) -> None:
         self.services: list[ServiceProcess] = []
         redis_dir = tempfile.mkdtemp(prefix="payouts-e2e-frozen-redis-")
@@ -77,9 +76,6 @@ class FrozenBrokerEndToEndTests(ServiceLogsOnFailure, TransactionTestCase):
     def _thaw(self) -> None:
         if self.redis.process.poll() is None:
             self.redis.process.send_signal(signal.SIGCONT)
-
-    def tearDown(self) -> None:
-        self.print_logs_if_failed()
 
     def service_processes(self) -> list[ServiceProcess]:
         return list(self.services)

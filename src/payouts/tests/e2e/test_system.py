@@ -10,11 +10,10 @@ from django.test import TransactionTestCase
 
 from payouts.models import ApiClient, ApiKey, PayoutEvent, PayoutRequest, SandboxOutcome
 
-from .base import FAST_WORKER_ENV
+from .base import FAST_WORKER_ENV, MoneyInvariantAfterEachTest
 from .support import (
     E2E_AVAILABLE,
     E2E_SKIP_REASON,
-    ServiceLogsOnFailure,
     ServiceProcess,
     free_port,
     history,
@@ -27,7 +26,7 @@ from .support import (
 
 
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
-class HttpSystemTests(ServiceLogsOnFailure, TransactionTestCase):
+class HttpSystemTests(MoneyInvariantAfterEachTest, TransactionTestCase):
     services: list[ServiceProcess]
     base_url: str
 
@@ -66,9 +65,6 @@ class HttpSystemTests(ServiceLogsOnFailure, TransactionTestCase):
     def setUp(self) -> None:
         client = ApiClient.objects.create(name="system-test merchant")
         _, self.key = ApiKey.objects.create_key(name="system test", client=client)
-
-    def tearDown(self) -> None:
-        self.print_logs_if_failed()
 
     def request(
         self, method: str, path: str, body: Any = None, auth: bool = True

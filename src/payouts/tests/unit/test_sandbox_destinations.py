@@ -1,8 +1,18 @@
 """The sandbox provider's documented deterministic test destinations."""
 
+import re
+import unittest
+from pathlib import Path
+
+from django.conf import settings
 from django.test import SimpleTestCase
 
+from payouts.providers import sandbox
 from payouts.providers.sandbox import DECLINE_REASONS, TEST_DESTINATION
+
+README = Path(settings.BASE_DIR).parent / "README.md"
+# The docstring's list: one destination at the start of each of its lines.
+DOCUMENTED = re.compile(r"^    (sandbox:\S+)", re.MULTILINE)
 
 
 class TestDestinationPatternTests(SimpleTestCase):
@@ -35,6 +45,31 @@ class TestDestinationPatternTests(SimpleTestCase):
         assert match is not None
         self.assertEqual(match["lost"], "lost")
 
+    def test_the_new_destinations_are_recognised(self) -> None:
+        for destination, group, value in (
+            ("sandbox:unreachable", "unreachable", "unreachable"),
+            ("sandbox:lost-lookup-down:3", "lookup_down", "3"),
+            ("sandbox:cancel-refused", "cancel_refused", "cancel-refused"),
+            ("sandbox:slow:1500", "slow", "1500"),
+            ("sandbox:error", "error", "error"),
+        ):
+            with self.subTest(destination=destination):
+                match = TEST_DESTINATION.fullmatch(destination)
+                assert match is not None
+                self.assertEqual(match[group], value)
+
+    @unittest.skipUnless(README.exists(), "README.md is not shipped in the image")
+    def test_the_readme_lists_exactly_the_destinations_the_sandbox_documents(self) -> None:
+        assert sandbox.__doc__ is not None
+        documented = set(DOCUMENTED.findall(sandbox.__doc__))
+        table = README.read_text().split("## Sandbox provider and test destinations", 1)[1]
+        table = table.split("\n## ", 1)[0]
+        rows = {
+            row.split("|")[1].strip(" `") for row in table.splitlines() if row.startswith("| `")
+        }
+        self.assertEqual(rows, documented)
+        self.assertGreaterEqual(len(documented), 10)
+
     def test_other_destinations_are_ordinary_accounts(self) -> None:
         for destination in (
             "40817810099910004312",
@@ -52,6 +87,10 @@ class TestDestinationPatternTests(SimpleTestCase):
             "sandbox:transient:-1",
             "sandbox:transient:x",
             "sandbox:hang:1",
+            "sandbox:slow:",
+            "sandbox:slow:1000000",
+            "sandbox:lost-lookup-down:",
+            "sandbox:error:1",
             "sandbox:success\n",
         ):
             with self.subTest(destination=destination):

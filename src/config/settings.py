@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Exchange, Queue
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.queues import QueueLayout
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # src/
 REPO_DIR = BASE_DIR.parent
@@ -123,6 +123,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "payouts",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -296,15 +297,13 @@ CELERY_TASK_IGNORE_RESULT = True
 # The queue the API publishes to and the worker consumes. The test runner gives each run its own,
 # so tests against a shared Redis never take (or purge) a live deployment's tasks.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_QUEUE", "payouts")
-# The recovery sweep has a queue of its own ("<queue>.sweep"), consumed by the same worker (a
-# worker consumes every queue listed here): behind a backlog in the payouts' FIFO queue its
-# message would outwait its expiry (one sweep interval) and be dropped unrun.
-PAYOUTS_SWEEP_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.sweep"
-CELERY_TASK_QUEUES = tuple(
-    Queue(name, Exchange(name), routing_key=name)
-    for name in (CELERY_TASK_DEFAULT_QUEUE, PAYOUTS_SWEEP_QUEUE)
-)
-CELERY_TASK_ROUTES = {"payouts.tasks.recover_stale_payouts": {"queue": PAYOUTS_SWEEP_QUEUE}}
+# The recovery sweep and the webhooks have queues of their own (config/queues.py); a worker
+# started without -Q consumes every queue listed here.
+CELERY_QUEUE_LAYOUT = QueueLayout.named_after(CELERY_TASK_DEFAULT_QUEUE)
+PAYOUTS_SWEEP_QUEUE = CELERY_QUEUE_LAYOUT.sweep
+PAYOUTS_WEBHOOKS_QUEUE = CELERY_QUEUE_LAYOUT.webhooks
+CELERY_TASK_QUEUES = CELERY_QUEUE_LAYOUT.queues
+CELERY_TASK_ROUTES = CELERY_QUEUE_LAYOUT.routes
 # A task is acknowledged only after it finished: a worker that dies mid-task leaves its message
 # unacknowledged, and Redis hands it out again after the visibility timeout (the prefork pool
 # also rejects it at once when a child dies). Prefetch 1 keeps a busy worker from hoarding

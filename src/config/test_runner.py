@@ -42,19 +42,18 @@ class PayoutsTestRunner(DiscoverRunner):
                 print("CELERY_BROKER_URL is not set: using Celery's in-memory broker.")
         # A queue of this run's own: the workers the e2e tests start inherit it through the
         # environment, and purging it cannot touch a live deployment on the same Redis.
-        # The sweep's queue is named after it (settings.PAYOUTS_SWEEP_QUEUE).
-        from kombu import Exchange, Queue
+        # The sweep's and the webhooks' queues are named after it (config/queues.py).
+        from .queues import QueueLayout
 
         queue = f"payouts-test-{os.getpid()}"
         os.environ["CELERY_TASK_QUEUE"] = queue
+        layout = QueueLayout.named_after(queue)
         settings.CELERY_TASK_DEFAULT_QUEUE = queue
-        settings.PAYOUTS_SWEEP_QUEUE = sweep_queue = f"{queue}.sweep"
-        settings.CELERY_TASK_QUEUES = tuple(
-            Queue(name, Exchange(name), routing_key=name) for name in (queue, sweep_queue)
-        )
-        settings.CELERY_TASK_ROUTES = {
-            "payouts.tasks.recover_stale_payouts": {"queue": sweep_queue}
-        }
+        settings.CELERY_QUEUE_LAYOUT = layout
+        settings.PAYOUTS_SWEEP_QUEUE = layout.sweep
+        settings.PAYOUTS_WEBHOOKS_QUEUE = layout.webhooks
+        settings.CELERY_TASK_QUEUES = layout.queues
+        settings.CELERY_TASK_ROUTES = layout.routes
         app.conf.update(
             task_default_queue=queue,
             task_queues=settings.CELERY_TASK_QUEUES,

@@ -19,6 +19,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from webhooks.outbox import record_payout_event
+
 from .models import (
     FINAL_STATUSES,
     UNFINISHED_STATUSES,
@@ -109,6 +111,7 @@ def transition(
                     actor=actor,
                     reason=reason,
                 )
+                record_payout_event(payout_id)  # the client's notification, same transaction
                 return source
     return None
 

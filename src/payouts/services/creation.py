@@ -6,6 +6,8 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
+from webhooks.outbox import record_payout_event
+
 from ..errors import ClientReferenceConflict
 from ..models import ApiClient, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
 from .queueing import lease_deadline, payout_enqueue
@@ -54,6 +56,7 @@ def payout_create(
             PayoutEvent.objects.create(
                 payout=payout, to_status=PayoutStatus.NEW, actor=EventActor.API, reason="created"
             )
+            record_payout_event(payout.pk)  # payout.created, in the same transaction
 
             def enqueue_created_payout() -> None:
                 payout_enqueue(payout.pk, task_id=task_id, lease_expires_at=lease_expires_at)

@@ -362,10 +362,14 @@ class SweepQueueTests(SimpleTestCase):
             (sweep.exchange.name, sweep.routing_key), (payouts.exchange.name, payouts.routing_key)
         )
 
-    def test_a_worker_started_without_queue_options_consumes_both(self) -> None:
+    def test_a_worker_started_without_queue_options_consumes_every_queue(self) -> None:
         self.assertEqual(
             set(celery_app.amqp.queues.consume_from),
-            {settings.CELERY_TASK_DEFAULT_QUEUE, settings.PAYOUTS_SWEEP_QUEUE},
+            {
+                settings.CELERY_TASK_DEFAULT_QUEUE,
+                settings.PAYOUTS_SWEEP_QUEUE,
+                settings.PAYOUTS_WEBHOOKS_QUEUE,
+            },
         )
 
     def test_beat_sends_the_sweep_with_an_expiry_of_one_interval(self) -> None:

@@ -381,6 +381,12 @@ if PAYOUTS_LEASE_SECONDS < 6:
 PAYOUTS_SWEEP_INTERVAL_SECONDS = env_int("PAYOUTS_SWEEP_INTERVAL_SECONDS", 30)
 PAYOUTS_SWEEP_BATCH_SIZE = env_int("PAYOUTS_SWEEP_BATCH_SIZE", 500)
 
+# --- Notifications (webhooks) -----------------------------------------------------------------
+
+# Webhook URLs must be https and resolve to public addresses; local runs and tests allow both.
+PAYOUTS_WEBHOOKS_ALLOW_HTTP = env_bool("PAYOUTS_WEBHOOKS_ALLOW_HTTP", False)
+PAYOUTS_WEBHOOKS_ALLOW_PRIVATE = env_bool("PAYOUTS_WEBHOOKS_ALLOW_PRIVATE", False)
+
 # Enforced under the prefork pool only; an attempt makes at most three provider calls (lookup,
 # execute, void), each bounded by its deadline.
 CELERY_TASK_SOFT_TIME_LIMIT = int(3 * PAYOUTS_PROVIDER_TIMEOUT_SECONDS) + 20

@@ -60,3 +60,13 @@ def env_float(name: str, default: float) -> float:
 def env_list(name: str, default: str) -> list[str]:
     """A comma-separated list; blank items are dropped."""
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_int_list(name: str, default: str) -> list[int]:
+    """A comma-separated list of integers; blank items are dropped."""
+    try:
+        return [int(item) for item in env_list(name, default)]
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a comma-separated list of integers, got {env_str(name, default)!r}"
+        ) from None

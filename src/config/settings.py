@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_int_list, env_list, env_str
 from config.queues import QueueLayout
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # src/
@@ -386,6 +386,21 @@ PAYOUTS_SWEEP_BATCH_SIZE = env_int("PAYOUTS_SWEEP_BATCH_SIZE", 500)
 # Webhook URLs must be https and resolve to public addresses; local runs and tests allow both.
 PAYOUTS_WEBHOOKS_ALLOW_HTTP = env_bool("PAYOUTS_WEBHOOKS_ALLOW_HTTP", False)
 PAYOUTS_WEBHOOKS_ALLOW_PRIVATE = env_bool("PAYOUTS_WEBHOOKS_ALLOW_PRIVATE", False)
+# Each delivery attempt's deadline (connect + answer), in seconds.
+PAYOUTS_WEBHOOK_TIMEOUT_SECONDS = env_float("PAYOUTS_WEBHOOK_TIMEOUT_SECONDS", 15.0)
+# The delay (seconds) before each attempt of a delivery: the first at once, the last 10 h after
+# the one before it; after the last, the delivery is FAILED.
+PAYOUTS_WEBHOOK_RETRY_SCHEDULE: tuple[int, ...] = tuple(
+    env_int_list("PAYOUTS_WEBHOOK_RETRY_SCHEDULE", "0,5,300,1800,7200,18000,36000,36000")
+)
+if not PAYOUTS_WEBHOOK_RETRY_SCHEDULE or min(PAYOUTS_WEBHOOK_RETRY_SCHEDULE) < 0:
+    raise ImproperlyConfigured("PAYOUTS_WEBHOOK_RETRY_SCHEDULE needs one or more delays >= 0.")
+# An endpoint whose attempts have all failed for this long is disabled (5 days).
+PAYOUTS_WEBHOOK_DISABLE_AFTER_SECONDS = env_int("PAYOUTS_WEBHOOK_DISABLE_AFTER_SECONDS", 432_000)
+# How often beat runs the webhooks sweep (events on-commit missed, due retries), and how many of
+# each one sweep takes.
+PAYOUTS_WEBHOOK_SWEEP_INTERVAL_SECONDS = env_int("PAYOUTS_WEBHOOK_SWEEP_INTERVAL_SECONDS", 10)
+PAYOUTS_WEBHOOK_SWEEP_BATCH_SIZE = env_int("PAYOUTS_WEBHOOK_SWEEP_BATCH_SIZE", 500)
 
 # Enforced under the prefork pool only; an attempt makes at most three provider calls (lookup,
 # execute, void), each bounded by its deadline.
@@ -397,6 +412,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payouts.tasks.recover_stale_payouts",
         "schedule": PAYOUTS_SWEEP_INTERVAL_SECONDS,
         "options": {"expires": PAYOUTS_SWEEP_INTERVAL_SECONDS},
+    },
+    "webhooks-sweep": {
+        "task": "webhooks.tasks.sweep_webhooks",
+        "schedule": PAYOUTS_WEBHOOK_SWEEP_INTERVAL_SECONDS,
+        "options": {"expires": PAYOUTS_WEBHOOK_SWEEP_INTERVAL_SECONDS},
     },
 }
 TEST_RUNNER = "config.test_runner.PayoutsTestRunner"

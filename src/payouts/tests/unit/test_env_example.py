@@ -11,7 +11,7 @@ ENV_EXAMPLE = Path(settings.REPO_DIR) / ".env.example"
 SRC_DIR = Path(settings.BASE_DIR)
 # A read of one environment variable by name: the config.env helpers or os.environ itself.
 ENV_READ = re.compile(
-    r"""(?:env_(?:str|int|bool|float|list)\(\s*|os\.environ\.get\(|os\.environ\[|os\.getenv\()"""
+    r"""(?:env_(?:str|int|bool|float|list|int_list)\(\s*|os\.environ\.get\(|os\.environ\[|os\.getenv\()"""
     r"""["']([A-Z][A-Z0-9_]*)["']"""
 )
 

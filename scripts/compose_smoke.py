@@ -68,7 +68,7 @@ from jsonschema.validators import validator_for
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO_DIR / ".cache" / "compose-smoke"
-APP_SERVICES = ("migrate", "web", "worker", "beat")
+APP_SERVICES = ("migrate", "web", "worker", "webhooks-worker", "beat")
 # Directories that exist inside the image and are mapped into the temporary root.
 IMAGE_ROOTS = ("/app", "/opt/venv", "/tmp", "/home/app")
 # The base image's own ENV (python:3.11-slim-bookworm): the Dockerfile's ENV builds on it.
@@ -656,7 +656,7 @@ class Smoke:
 
         self.migrate()
         self.deploy_checks()
-        for name in ("web", "worker", "beat"):
+        for name in ("web", "worker", "webhooks-worker", "beat"):
             service = Service(
                 name, self.argv_for(name), self.env_for(name), self.cwd, self.log(name)
             )
@@ -831,6 +831,23 @@ class Smoke:
             worker,
         )
         say("beat: started, sent payouts-recovery-sweep; the worker ran it")
+        webhooks = self.services["webhooks-worker"]
+        interval = float(self.env_for("beat").get("PAYOUTS_WEBHOOK_SWEEP_INTERVAL_SECONDS", "10"))
+        wait_for(
+            "beat to send the webhooks sweep",
+            lambda: "Sending due task webhooks-sweep" in beat.output(),
+            interval + 30,
+            beat,
+        )
+        wait_for(
+            "the webhooks worker to run the webhooks sweep",
+            lambda: re.search(r"sweep_webhooks\[[^\]]+\] succeeded", webhooks.output()) is not None,
+            30,
+            webhooks,
+        )
+        if "sweep_webhooks" in worker.output():
+            raise SmokeFailure("the payouts worker ran a webhooks task: its queues are not split")
+        say("beat: sent webhooks-sweep; the webhooks worker (alone) ran it")
 
     def secret_stays_secret(self) -> None:
         key_file = self.key_file()

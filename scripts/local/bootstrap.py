@@ -148,6 +148,9 @@ stdout_logfile_maxbytes=0
         )
 
     celery = venv_tool("celery")
+    worker = [celery, "-A", "config", "worker", "--loglevel", "INFO"]
+    # config/queues.py names the queues after CELERY_TASK_QUEUE (this script runs outside Django).
+    base = os.environ.get("CELERY_TASK_QUEUE", "").strip() or "payouts"
     beat_schedule = str(LOCAL_DIR / "celerybeat-schedule")
     sections = [
         f"""; Written by scripts/local/bootstrap.py on every `make run`; edits are overwritten.
@@ -185,10 +188,22 @@ environment=SUPERVISOR_USERNAME="make-run",SUPERVISOR_PASSWORD="{password}"
 stderr_logfile=/dev/stderr
 stderr_logfile_maxbytes=0
 """,
-        "[group:app]\nprograms=web,worker,beat\npriority=20\n",
+        "[group:app]\nprograms=web,worker,webhooks-worker,beat\npriority=20\n",
         program("web", [venv_tool("gunicorn"), "config.wsgi"], SRC_DIR),
-        # Pool and concurrency come from settings (CELERY_WORKER_POOL/_CONCURRENCY).
-        program("worker", [celery, "-A", "config", "worker", "--loglevel", "INFO"], SRC_DIR),
+        # Pool and concurrency come from settings (CELERY_WORKER_POOL/_CONCURRENCY). The payouts
+        # and their recovery sweep in one worker, the webhooks in another (config/queues.py).
+        program(
+            "worker",
+            [*worker, "-Q", f"{base},{base}.sweep", "-n", "payouts@%h"],
+            SRC_DIR,
+        ),
+        # Deliveries wait on the network, each with its own deadline: threads, whatever the
+        # payouts worker's pool.
+        program(
+            "webhooks-worker",
+            [*worker, "-Q", f"{base}.webhooks", "-n", "webhooks@%h", "--pool", "threads"],
+            SRC_DIR,
+        ),
         program(
             "beat",
             [celery, "-A", "config", "beat", "--loglevel", "INFO", "--schedule", beat_schedule],

@@ -132,8 +132,12 @@ def delivery_publish(
     return Published.YES
 
 
-def deliveries_publish(deliveries: list[WebhookDelivery]) -> bool:
-    """Queue the first attempt of new deliveries; False if the broker is down (the sweep will)."""
+def deliveries_publish(deliveries: list[WebhookDelivery]) -> tuple[int, bool]:
+    """Queue the first attempt of new deliveries: (how many, False if the broker is down).
+
+    A broker outage stops it; the deliveries left are due, and the sweep publishes them.
+    """
+    published = 0
     for delivery in deliveries:
         assert delivery.next_attempt_at is not None
         result = delivery_publish(
@@ -143,8 +147,9 @@ def deliveries_publish(deliveries: list[WebhookDelivery]) -> bool:
             attempts=delivery.attempts,
         )
         if result is Published.BROKER_DOWN:
-            return False
-    return True
+            return published, False
+        published += result is Published.YES
+    return published, True
 
 
 def delivery_replay(delivery: WebhookDelivery) -> WebhookDelivery:
@@ -353,19 +358,19 @@ def webhooks_sweep(*, batch_size: int | None = None) -> SweepResult:
     the first broker failure; the next sweep goes on.
     """
     batch = batch_size or settings.PAYOUTS_WEBHOOK_SWEEP_BATCH_SIZE
-    events = 0
-    broker_down = False
+    events = published = 0
+    broker_up = True
     undispatched = Event.objects.filter(dispatched_at__isnull=True).order_by("created_at")
     for event_id in undispatched.values_list("pk", flat=True)[:batch]:
         events += 1
-        if not deliveries_publish(event_dispatch(event_id)):
-            broker_down = True
+        count, broker_up = deliveries_publish(event_dispatch(event_id))
+        published += count
+        if not broker_up:
             break
-    published = 0
     due = WebhookDelivery.objects.filter(
         status=DeliveryStatus.PENDING, next_attempt_at__lt=timezone.now()
     ).order_by("next_attempt_at")
-    if not broker_down:
+    if broker_up:
         for delivery_id, seen, created_at, attempts in due.values_list(
             "pk", "next_attempt_at", "created_at", "attempts"
         )[:batch]:

@@ -142,18 +142,28 @@ class ServiceProcess:
         Path(self.log.name).unlink(missing_ok=True)
 
 
-def start_worker(**env: str) -> ServiceProcess:
+def payouts_worker_queues() -> str:
+    """The queues a payouts worker consumes, as deployed: the payouts' and the sweep's."""
+    layout = settings.CELERY_QUEUE_LAYOUT
+    return f"{layout.payouts},{layout.sweep}"
+
+
+def start_worker(*, queues: str | None = None, name: str = "worker", **env: str) -> ServiceProcess:
     """A real Celery worker (threads pool) on the test database and broker; returns once ready.
 
-    Four threads unless env says CELERY_WORKER_CONCURRENCY.
+    It consumes `queues` (comma-separated), by default the payouts' and the recovery sweep's, as
+    the deployed payouts worker does; start_webhooks_worker starts the other one. Four threads
+    unless env says CELERY_WORKER_CONCURRENCY.
     """
     worker = ServiceProcess(
-        "worker",
+        name,
         [
             str(BIN_DIR / "celery"),
             "-A",
             "config",
             "worker",
+            "-Q",
+            queues or payouts_worker_queues(),
             "--pool",
             "threads",
             "--concurrency",
@@ -173,11 +183,17 @@ def start_worker(**env: str) -> ServiceProcess:
     return worker
 
 
+def start_webhooks_worker(**env: str) -> ServiceProcess:
+    """The webhooks worker: dispatch, delivery and their sweep (the `<base>.webhooks` queue)."""
+    return start_worker(queues=settings.PAYOUTS_WEBHOOKS_QUEUE, name="webhooks-worker", **env)
+
+
 def start_beat(schedule_dir: str, **env: str) -> ServiceProcess:
     """Celery beat on the test broker, its schedule file in `schedule_dir`; returns once started.
 
     Beat needs no database: it only publishes the recovery sweep every
-    PAYOUTS_SWEEP_INTERVAL_SECONDS (pass a short one in `env`).
+    PAYOUTS_SWEEP_INTERVAL_SECONDS and the webhooks sweep every
+    PAYOUTS_WEBHOOK_SWEEP_INTERVAL_SECONDS (pass short ones in `env`).
     """
     beat = ServiceProcess(
         "beat",

@@ -287,6 +287,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PayoutStatusEnum": "payouts.models.PayoutStatus",
         "EventActorEnum": "payouts.models.EventActor",
+        "EventTypeEnum": "webhooks.models.EventType",
+        "SubscribedEventTypeEnum": "webhooks.api.serializers.EVENT_CHOICES",
     },
 }
 
@@ -385,6 +387,18 @@ PAYOUTS_SWEEP_BATCH_SIZE = env_int("PAYOUTS_SWEEP_BATCH_SIZE", 500)
 # execute, void), each bounded by its deadline.
 CELERY_TASK_SOFT_TIME_LIMIT = int(3 * PAYOUTS_PROVIDER_TIMEOUT_SECONDS) + 20
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 10
+
+# --- Webhooks ---------------------------------------------------------------------------------
+
+# Webhook URLs must be https and resolve to public addresses (webhooks/destinations.py): a client
+# must not make us call into our own network. Local runs and tests, whose receivers listen on
+# http://127.0.0.1, turn both off (`make run` does; so does the test runner).
+PAYOUTS_WEBHOOKS_ALLOW_HTTP = env_bool("PAYOUTS_WEBHOOKS_ALLOW_HTTP", False)
+PAYOUTS_WEBHOOKS_ALLOW_PRIVATE = env_bool("PAYOUTS_WEBHOOKS_ALLOW_PRIVATE", False)
+# After a secret rotation the previous secret keeps signing (beside the new one) this long.
+PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS = env_int("PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS", 86400)
+if PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS < 0:
+    raise ImproperlyConfigured("PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS must be 0 or more.")
 
 CELERY_BEAT_SCHEDULE = {
     "payouts-recovery-sweep": {

@@ -126,8 +126,8 @@ def _non_public_kind(address: IpAddress) -> str | None:
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
+        ("reserved", address.is_reserved),  # before private, which includes 240.0.0.0/4
         ("private", address.is_private),
-        ("reserved", address.is_reserved),
         # The rest that is not globally routable: shared address space (100.64.0.0/10), ...
         ("non-global", not address.is_global),
     ):

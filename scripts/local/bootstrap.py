@@ -329,6 +329,11 @@ def main() -> int:
         PAYOUTS_LOCAL_DATA_DIR=str(LOCAL_DIR),
         PAYOUTS_RUN_FATAL_FILE=str(FATAL_FILE),
     )
+    # Local webhook receivers listen on http://127.0.0.1 (`make webhook-listen`); the shell may
+    # still say otherwise (PAYOUTS_WEBHOOKS_ALLOW_PRIVATE=0 make run).
+    for relaxation in ("PAYOUTS_WEBHOOKS_ALLOW_HTTP", "PAYOUTS_WEBHOOKS_ALLOW_PRIVATE"):
+        if not env.get(relaxation, "").strip():
+            env[relaxation] = "1"
     # Empty means the default everywhere (config/env.py), but gunicorn parses WEB_CONCURRENCY
     # itself when it is imported, before gunicorn.conf.py, and exits on "": drop a blank one,
     # as the image's entrypoint does.

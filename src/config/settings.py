@@ -287,6 +287,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PayoutStatusEnum": "payouts.models.PayoutStatus",
         "EventActorEnum": "payouts.models.EventActor",
+        "EventTypeEnum": "webhooks.models.EventType",
+        "SubscribedEventTypeEnum": "webhooks.api.serializers.EVENT_CHOICES",
     },
 }
 
@@ -383,9 +385,15 @@ PAYOUTS_SWEEP_BATCH_SIZE = env_int("PAYOUTS_SWEEP_BATCH_SIZE", 500)
 
 # --- Notifications (webhooks) -----------------------------------------------------------------
 
-# Webhook URLs must be https and resolve to public addresses; local runs and tests allow both.
+# Webhook URLs must be https and resolve to public addresses (webhooks/destinations.py): a client
+# must not make us call into our own network. Local runs and tests, whose receivers listen on
+# http://127.0.0.1, allow both (`make run` does; so does the test runner).
 PAYOUTS_WEBHOOKS_ALLOW_HTTP = env_bool("PAYOUTS_WEBHOOKS_ALLOW_HTTP", False)
 PAYOUTS_WEBHOOKS_ALLOW_PRIVATE = env_bool("PAYOUTS_WEBHOOKS_ALLOW_PRIVATE", False)
+# After a secret rotation the previous secret keeps signing (beside the new one) this long.
+PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS = env_int("PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS", 86400)
+if PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS < 0:
+    raise ImproperlyConfigured("PAYOUTS_WEBHOOK_SECRET_OVERLAP_SECONDS must be 0 or more.")
 # Each delivery attempt's deadline (connect + answer), in seconds.
 PAYOUTS_WEBHOOK_TIMEOUT_SECONDS = env_float("PAYOUTS_WEBHOOK_TIMEOUT_SECONDS", 15.0)
 # The delay (seconds) before each attempt of a delivery: the first at once, the last 10 h after

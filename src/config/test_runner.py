@@ -1,8 +1,10 @@
-"""The project's test runner: Django's DiscoverRunner plus three things.
+"""The project's test runner: Django's DiscoverRunner plus a few things.
 
 - Without test labels it discovers the tests under src/, from any working directory.
 - With no CELERY_BROKER_URL in the environment, Celery uses its in-memory transport for the run,
   so `python src/manage.py test` needs no servers (tests that need a real broker skip themselves).
+- Webhooks may go to http://127.0.0.1, where the tests' receivers listen
+  (PAYOUTS_WEBHOOKS_ALLOW_HTTP and _ALLOW_PRIVATE on, for the run and the processes it starts).
 - It ends with one plain summary line, `N passed, N failed, N skipped`, for people and CI logs.
 """
 
@@ -40,6 +42,12 @@ class PayoutsTestRunner(DiscoverRunner):
             app.conf.update(broker_url=IN_MEMORY_BROKER)
             if self.verbosity >= 1:
                 print("CELERY_BROKER_URL is not set: using Celery's in-memory broker.")
+        # Tests' webhook receivers listen on http://127.0.0.1: allow them, here and in the
+        # workers and servers the e2e tests start (they inherit the environment). Tests of the
+        # refusals turn these off with override_settings or their process's environment.
+        for relaxation in ("PAYOUTS_WEBHOOKS_ALLOW_HTTP", "PAYOUTS_WEBHOOKS_ALLOW_PRIVATE"):
+            os.environ[relaxation] = "1"
+            setattr(settings, relaxation, True)
         # A queue of this run's own: the workers the e2e tests start inherit it through the
         # environment, and purging it cannot touch a live deployment on the same Redis.
         # The sweep's and the webhooks' queues are named after it (config/queues.py).

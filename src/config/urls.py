@@ -6,6 +6,7 @@ from payouts.health import healthz, readyz
 
 urlpatterns = [
     path("api/v1/", include("payouts.api.urls")),
+    path("api/v1/", include("webhooks.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", healthz, name="healthz"),

@@ -17,8 +17,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
-from typing import Any
 
 import urllib3
 from django.conf import settings
@@ -33,6 +31,7 @@ from payouts.services.queueing import BROKER_UNAVAILABLE_ERRORS
 from .destinations import UnsafeDestination, check_destination
 from .dispatch import event_dispatch
 from .models import DeliveryStatus, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from .payloads import event_body
 
 logger = logging.getLogger(__name__)
 
@@ -53,19 +52,7 @@ _http = urllib3.PoolManager(num_pools=50, maxsize=16, block=False, retries=False
 # --- What is sent -------------------------------------------------------------------------------
 
 
-def event_body(event: Event) -> dict[str, Any]:
-    """The event as receivers (and the events feed) see it."""
-    created_at = event.created_at.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {
-        "id": str(event.id),
-        "type": event.type,
-        "created_at": created_at,
-        "sequence": event.sequence,
-        "data": event.data,
-    }
-
-
-def payload_of(event: Event) -> bytes:
+def payload_of(event: Event) -> bytes:  # the body of payloads.event_body, as sent
     """The exact bytes POSTed and signed (ASCII JSON: the str and the bytes sign the same)."""
     return json.dumps(event_body(event), separators=(",", ":"), ensure_ascii=True).encode()
 

@@ -24,6 +24,15 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+# The notifications' errors know nothing of HTTP either: this table answers them too.
+from webhooks import destinations
+from webhooks.errors import (
+    WebhookDeliveryNotFound,
+    WebhookEndpointDisabled,
+    WebhookEndpointLimitReached,
+    WebhookEndpointNotFound,
+)
+
 from ..errors import (
     CancelUnconfirmed,
     ClientReferenceConflict,
@@ -83,6 +92,34 @@ ANSWERS: dict[str, ErrorAnswer] = {
         ),
         ErrorAnswer(400, "bad_request", "The request could not be understood.", "Malformed."),
         ErrorAnswer(
+            400,
+            destinations.INVALID,
+            "The webhook URL is not a valid absolute http(s) URL.",
+            "The webhook URL is not an absolute http(s) URL with a host, is longer than 2048 "
+            "characters, has spaces or control characters, or carries credentials (user@).",
+        ),
+        ErrorAnswer(
+            400,
+            destinations.NOT_HTTPS,
+            "Webhooks are sent over https only; give an https:// URL.",
+            "The webhook URL is http:// (accepted only where PAYOUTS_WEBHOOKS_ALLOW_HTTP is on).",
+        ),
+        ErrorAnswer(
+            400,
+            destinations.UNRESOLVABLE,
+            "The webhook URL's host does not resolve to an address.",
+            "The webhook URL's host name does not resolve (or not within 3 s).",
+        ),
+        ErrorAnswer(
+            400,
+            destinations.PRIVATE,
+            "The webhook URL's host is not a public address; webhooks are sent to public "
+            "addresses only.",
+            "The webhook URL's host is, or resolves to, a private, loopback, link-local, "
+            "multicast, reserved or otherwise non-public address (accepted only where "
+            "PAYOUTS_WEBHOOKS_ALLOW_PRIVATE is on).",
+        ),
+        ErrorAnswer(
             401,
             "not_authenticated",
             "Authentication credentials were not provided.",
@@ -98,7 +135,7 @@ ANSWERS: dict[str, ErrorAnswer] = {
             404,
             "not_found",
             "Not found.",
-            "Unknown id, not a UUID, or another client's payout.",
+            "Unknown id, not a UUID, or another client's payout or webhook endpoint.",
         ),
         ErrorAnswer(405, "method_not_allowed", "Method not allowed.", "Method not allowed."),
         ErrorAnswer(
@@ -110,6 +147,18 @@ ANSWERS: dict[str, ErrorAnswer] = {
             "A payout with this client_reference already exists with different data.",
             "The client_reference exists with a different amount, currency, destination or "
             "metadata.",
+        ),
+        ErrorAnswer(
+            409,
+            "webhook_endpoint_limit_reached",
+            "You have as many webhook endpoints as one may; delete one first.",
+            "The client already has 20 webhook endpoints.",
+        ),
+        ErrorAnswer(
+            409,
+            "webhook_endpoint_disabled",
+            "The webhook endpoint is disabled; enable it (PATCH enabled=true) first.",
+            "A retry of a delivery to a disabled endpoint.",
         ),
         ErrorAnswer(
             411,
@@ -166,14 +215,27 @@ class ErrorMapping:
     """Which code an error gets, and what its answer says beyond the code's defaults."""
 
     error: type[BaseException]
-    code: str
+    code: str | Callable[[Any], str]  # or the code the error itself names
     message: Callable[[Any], str] | None = None
     details: Callable[[Any], dict[str, Any]] = lambda exc: {}
+
+    def code_of(self, exc: BaseException) -> str:
+        return self.code(exc) if callable(self.code) else self.code
 
 
 # First match wins: subclasses before their bases.
 EXCEPTIONS: tuple[ErrorMapping, ...] = (
     ErrorMapping(PayoutNotFound, "not_found", lambda exc: "No such payout request."),
+    ErrorMapping(WebhookEndpointNotFound, "not_found", lambda exc: "No such webhook endpoint."),
+    ErrorMapping(WebhookDeliveryNotFound, "not_found", lambda exc: "No such delivery."),
+    # One of destinations.CODES, with the check's own message (what exactly was refused).
+    ErrorMapping(destinations.UnsafeDestination, lambda exc: exc.code, lambda exc: exc.message),
+    ErrorMapping(
+        WebhookEndpointLimitReached,
+        "webhook_endpoint_limit_reached",
+        lambda exc: f"You have {exc.limit} webhook endpoints, the most one may; delete one first.",
+    ),
+    ErrorMapping(WebhookEndpointDisabled, "webhook_endpoint_disabled"),
     ErrorMapping(
         PayoutNotCancelable,
         "payout_not_cancelable",
@@ -268,7 +330,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     mapping = mapping_for(exc)
     if mapping is None:
         return None
-    answer = ANSWERS[mapping.code]
+    answer = ANSWERS[mapping.code_of(exc)]
     if answer.code == "service_unavailable":
         logger.error("database unavailable: %s", exc)
     message = mapping.message(exc) if mapping.message else answer.message

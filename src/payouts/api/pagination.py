@@ -3,8 +3,9 @@
 DRF's CursorPagination positions on the first ordering field only and recovers ties with an
 offset, which loses rows when walking `previous` through payouts sharing a `created_at` (DRF
 issues #7709, #7887). Here a cursor names one row exactly, so a page is "the `limit` rows just
-after (or just before) that row" in the total order (created_at DESC, id DESC), which the index
-payout_client_created (client, -created_at, -id) serves.
+after (or just before) that row" in the total order (created_at DESC, id DESC), which an index
+such as payout_client_created (client, -created_at, -id) serves. Any model with a `created_at`
+and a UUID `id` pages this way: payouts, and the webhooks' events and deliveries.
 """
 
 import binascii
@@ -20,8 +21,6 @@ from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
-
-from ..models import PayoutRequest
 
 Direction = Literal["next", "previous"]
 # One letter each in the encoded cursor.
@@ -90,8 +89,8 @@ def _before(cursor: Cursor) -> Q:
     )
 
 
-class PayoutCursorPagination(BasePagination):
-    """Newest first; opaque cursors stay stable while new payouts arrive.
+class NewestFirstCursorPagination(BasePagination):
+    """Newest first; opaque cursors stay stable while new rows arrive.
 
     Answers `{"next", "previous", "results"}` where `next` and `previous` are ready URLs (null
     at either end; `previous` is null on the first page). One query per page.
@@ -106,7 +105,7 @@ class PayoutCursorPagination(BasePagination):
 
     def paginate_queryset(
         self,
-        queryset: Any,  # QuerySet[PayoutRequest]; the base class also allows plain sequences
+        queryset: Any,  # a QuerySet of rows with created_at and id; the base allows sequences
         request: Request,
         view: Any = None,
     ) -> list[Any]:
@@ -160,8 +159,8 @@ class PayoutCursorPagination(BasePagination):
         return []  # `limit` and `cursor` are documented with the other query parameters
 
     @staticmethod
-    def _edge(direction: Direction, payout: PayoutRequest) -> Cursor:
-        return Cursor(direction, payout.created_at, payout.pk)
+    def _edge(direction: Direction, row: Any) -> Cursor:
+        return Cursor(direction, row.created_at, row.pk)
 
     def _limit(self, request: Request) -> int:
         # The view's query serializer has already validated the range.

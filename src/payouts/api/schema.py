@@ -53,8 +53,8 @@ EXAMPLE_EXTRAS: dict[str, dict[str, Any]] = {
 }
 
 
-def _example(code: str) -> OpenApiExample:
-    extra = dict(EXAMPLE_EXTRAS.get(code, {}))
+def _example(code: str, extras: dict[str, dict[str, Any]]) -> OpenApiExample:
+    extra = dict(extras.get(code, EXAMPLE_EXTRAS.get(code, {})))
     body = answer_problem(code, extra.pop("message", None), **extra)
     return OpenApiExample(
         code.replace("_", " ").capitalize(),
@@ -65,9 +65,12 @@ def _example(code: str) -> OpenApiExample:
 
 
 def errors(
-    *codes: str, body: type[ProblemSerializer] = ProblemSerializer
+    *codes: str,
+    body: type[ProblemSerializer] = ProblemSerializer,
+    examples: dict[str, dict[str, Any]] | None = None,
 ) -> dict[tuple[int, str], OpenApiResponse]:
-    """The problem responses for these codes, one per HTTP status, with an example per code."""
+    """The problem responses for these codes, one per HTTP status, with an example per code
+    (its extra members from `examples`, else from EXAMPLE_EXTRAS)."""
     by_status: dict[int, list[str]] = {}
     for code in codes:
         by_status.setdefault(ANSWERS[code].status, []).append(code)
@@ -78,7 +81,7 @@ def errors(
                 f"`{code}`: {ANSWERS[code].when}" if len(group) > 1 else ANSWERS[code].when
                 for code in group
             ),
-            examples=[_example(code) for code in group],
+            examples=[_example(code, examples or {}) for code in group],
         )
         for status, group in sorted(by_status.items())
     }

@@ -271,9 +271,12 @@ class PayoutEventSerializer(serializers.Serializer):
         return event.from_status or None
 
 
-class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+class QueryStringSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """A list endpoint's query string: unknown, repeated and empty parameters are 400s."""
+
     unknown_code = "unknown_parameter"
     unknown_message = "Unknown query parameter."
+    repeated_message = "Given more than once; give it once."
 
     def to_internal_value(self, data: Any) -> Any:
         # A QueryDict answers the last of repeated values: "?status=NEW&status=PAID" would
@@ -283,11 +286,7 @@ class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer
             raise serializers.ValidationError(
                 {
                     name: [
-                        serializers.ErrorDetail(
-                            "Given more than once; give it once (status takes a comma list: "
-                            "status=NEW,PAID).",
-                            code="repeated_parameter",
-                        )
+                        serializers.ErrorDetail(self.repeated_message, code="repeated_parameter")
                     ]
                     for name in repeated
                 }
@@ -302,6 +301,12 @@ class PayoutListQuerySerializer(RejectUnknownFieldsMixin, serializers.Serializer
                 }
             )
         return super().to_internal_value(data)
+
+
+class PayoutListQuerySerializer(QueryStringSerializer):
+    repeated_message = (
+        "Given more than once; give it once (status takes a comma list: status=NEW,PAID)."
+    )
 
     status = serializers.CharField(
         required=False, help_text="One status or a comma list: NEW,PROCESSING"

@@ -18,7 +18,7 @@ from ..services import payout_cancel, payout_create
 from . import export
 from .auth import request_client
 from .negotiation import JSONOnlyContentNegotiation
-from .pagination import PayoutCursorPagination
+from .pagination import NewestFirstCursorPagination
 from .parsers import LengthRequired
 from .schema import PAYOUT_REQUEST_OPERATIONS
 from .serializers import (
@@ -29,10 +29,9 @@ from .serializers import (
 )
 
 
-@extend_schema_view(**PAYOUT_REQUEST_OPERATIONS)
-class PayoutRequestViewSet(viewsets.ViewSet):
-    lookup_field = "id"
-    pagination_class = PayoutCursorPagination
+# What every viewset of the API shares: JSON only, and no chunked bodies. (A comment, not a
+# docstring: drf-spectacular would print a docstring as every operation's description.)
+class ApiViewSet(viewsets.ViewSet):
     content_negotiation_class = JSONOnlyContentNegotiation
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -42,6 +41,12 @@ class PayoutRequestViewSet(viewsets.ViewSet):
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and not request.META.get("CONTENT_LENGTH"):
             raise LengthRequired()
+
+
+@extend_schema_view(**PAYOUT_REQUEST_OPERATIONS)
+class PayoutRequestViewSet(ApiViewSet):
+    lookup_field = "id"
+    pagination_class = NewestFirstCursorPagination
 
     def create(self, request: Request) -> Response:
         serializer = PayoutCreateSerializer(data=request.data)

@@ -189,7 +189,7 @@ class WebhooksAdminTests(TestCase):
             {str(self.succeeded.pk)},
         )
         self.assertEqual(len(listed(event__type__exact="payout.created")), 3)
-        self.assertEqual(len(listed(endpoint__id__exact=self.failing.pk)), 3)
+        self.assertEqual(len(listed(endpoint__id__exact=str(self.failing.pk))), 3)
         of_b = listed(endpoint__client__id__exact=self.shop_b.pk)
         self.assertEqual(
             of_b, {str(d.pk) for d in WebhookDelivery.objects.filter(endpoint=self.other_client)}

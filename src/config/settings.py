@@ -427,4 +427,19 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": PAYOUTS_WEBHOOK_SWEEP_INTERVAL_SECONDS},
     },
 }
+# --- Notifications: retention ------------------------------------------------------------------
+
+# Events (the feed, and their deliveries and attempts) are kept this many days, then deleted by
+# beat's hourly prune (webhooks.retention); one still undispatched or with a delivery pending is
+# kept until it is done.
+PAYOUTS_EVENT_RETENTION_DAYS = env_int("PAYOUTS_EVENT_RETENTION_DAYS", 30)
+if PAYOUTS_EVENT_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("PAYOUTS_EVENT_RETENTION_DAYS must be at least 1.")
+PAYOUTS_EVENT_PRUNE_INTERVAL_SECONDS = 3600
+CELERY_BEAT_SCHEDULE["webhooks-prune-events"] = {
+    "task": "webhooks.tasks.prune_events",
+    "schedule": PAYOUTS_EVENT_PRUNE_INTERVAL_SECONDS,
+    "options": {"expires": PAYOUTS_EVENT_PRUNE_INTERVAL_SECONDS},
+}
+
 TEST_RUNNER = "config.test_runner.PayoutsTestRunner"

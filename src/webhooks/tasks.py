@@ -7,6 +7,7 @@ from celery import shared_task
 
 from .delivery import deliveries_publish, delivery_attempt, webhooks_sweep
 from .dispatch import event_dispatch
+from .retention import events_prune
 
 
 @shared_task
@@ -26,3 +27,9 @@ def deliver(delivery_id: str, queued_until: str | None = None) -> str:
 def sweep_webhooks() -> int:
     result = webhooks_sweep()
     return result.events_dispatched + result.deliveries_published
+
+
+@shared_task
+def prune_events() -> int:
+    """Beat, hourly: delete events past PAYOUTS_EVENT_RETENTION_DAYS (webhooks.retention)."""
+    return events_prune()

@@ -14,13 +14,13 @@ DEV_STAMP := $(VENV)/.installed-dev
 COMPOSE ?= docker compose
 TEST_ARGS ?=
 
-.PHONY: help run test lint compose-smoke openapi fmt migrate superuser up down logs venv clean
+.PHONY: help run webhook-listen test lint compose-smoke openapi fmt migrate superuser up down logs venv clean
 
 help: ## Show this help
 	@echo "Payout Requests Service"
 	@echo
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) \
-		| awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
 	@echo "  PORT=8001 make run         serve on another port"
 	@echo "  make test TEST_ARGS=payouts.tests.unit   run part of the suite"
@@ -52,6 +52,10 @@ venv: $(DEV_STAMP) ## Create .venv with the runtime, local and dev requirements
 
 run: $(LOCAL_STAMP) ## Run API, worker, beat (+ Redis) on 127.0.0.1:PORT (8000); Ctrl-C stops all
 	DJANGO_ENV=local $(PY) scripts/local/bootstrap.py
+
+WEBHOOK_LISTEN_PORT ?= 8787
+webhook-listen: $(LOCAL_STAMP) ## Print webhooks sent to 127.0.0.1:8787, verified with WEBHOOK_SECRET
+	WEBHOOK_LISTEN_PORT=$(WEBHOOK_LISTEN_PORT) $(PY) scripts/webhook_listen.py
 
 test: $(DEV_STAMP) ## Run the whole suite against a throwaway PostgreSQL and Redis
 	scripts/test_services.sh $(PY) src/manage.py test -v 2 --noinput --parallel 1 $(TEST_ARGS)

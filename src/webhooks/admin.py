@@ -159,12 +159,25 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Replay selected deliveries", permissions=["replay"])
     def replay_deliveries(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        replayed = 0
+        replayed, disabled = 0, set()
         for delivery in queryset.select_related("event", "endpoint"):
+            # As the API's retry: a disabled endpoint is sent nothing (its attempt would only
+            # record "endpoint disabled"). Re-enabling is the client's (PATCH enabled=true).
+            if not delivery.endpoint.enabled:
+                disabled.add(delivery.endpoint.url)
+                continue
             delivery_replay(delivery)
             replayed += 1
             self.log_change(request, delivery, "Replayed with the admin action.")
-        self.message_user(request, f"Replayed {replayed} deliveries.", messages.SUCCESS)
+        if replayed:
+            self.message_user(request, f"Replayed {replayed} deliveries.", messages.SUCCESS)
+        if disabled:
+            self.message_user(
+                request,
+                "Not replayed, the endpoint is disabled (its client re-enables it with PATCH "
+                f"enabled=true): {', '.join(sorted(disabled))}.",
+                messages.WARNING,
+            )
 
 
 class WebhookDeliveryInline(ReadOnlyInline):

@@ -250,30 +250,45 @@ class WebhooksAdminTests(TestCase):
         self.assertEqual(self.client.post(url, {"type": "payout.failed"}).status_code, 403)
         self.assertEqual(self.client.get(f"{EVENTS}add/").status_code, 403)
 
-    def test_replay_makes_the_selected_deliveries_due_now_and_logs_who_did_it(self) -> None:
+    def test_replay_makes_the_selected_deliveries_due_again_and_logs_who_did_it(self) -> None:
+        created_event = Event.objects.get(payout=self.paid, type="payout.created")
+        gave_up = WebhookDelivery.objects.get(event=created_event, endpoint=self.healthy)
+        WebhookDelivery.objects.filter(pk=gave_up.pk).update(
+            status=DeliveryStatus.FAILED, attempts=8, next_attempt_at=None, last_status_code=503
+        )
         before = timezone.now()
         response = self.client.post(
             DELIVERIES,
             {
                 "action": "replay_deliveries",
-                "_selected_action": [self.succeeded.pk, self.failed.pk],
+                "_selected_action": [self.succeeded.pk, gave_up.pk, self.failed.pk],
             },
             follow=True,
         )
         self.assertEqual(response.status_code, 200)
         self.assertContains(response, "Replayed 2 deliveries.")
-        for delivery in (self.succeeded, self.failed):
+        self.assertContains(
+            response,
+            "Not replayed, the endpoint is disabled (its client re-enables it with PATCH "
+            "enabled=true): https://a.example.com/gone.",
+        )
+        for delivery, attempts in ((self.succeeded, 2), (gave_up, 8)):
             delivery.refresh_from_db()
             self.assertEqual(delivery.status, DeliveryStatus.PENDING)
+            # Due now (or, once published, leased to the attempt that is queued).
             assert delivery.next_attempt_at is not None
             self.assertGreaterEqual(delivery.next_attempt_at, before)
-            self.assertLessEqual(delivery.next_attempt_at, timezone.now())
+            self.assertEqual(delivery.attempts, attempts)  # a replay adds to the count
             entry = LogEntry.objects.get(object_id=str(delivery.pk))
             self.assertEqual((entry.user, entry.action_flag), (self.staff, CHANGE))
         # The attempts so far are kept: a replay adds attempts, it does not rewrite history.
         self.assertEqual(WebhookAttempt.objects.filter(delivery=self.succeeded).count(), 2)
-        untouched = WebhookDelivery.objects.exclude(pk__in=[self.succeeded.pk, self.failed.pk])
-        self.assertFalse(LogEntry.objects.filter(object_id__in=[str(d.pk) for d in untouched]))
+        # The disabled endpoint's delivery is left as it was, and no one is logged for it.
+        self.failed.refresh_from_db()
+        self.assertEqual(self.failed.status, DeliveryStatus.FAILED)
+        self.assertFalse(LogEntry.objects.filter(object_id=str(self.failed.pk)).exists())
+        replayed = [str(self.succeeded.pk), str(gave_up.pk)]
+        self.assertEqual(LogEntry.objects.exclude(object_id__in=replayed).count(), 0)
 
     def test_staff_who_may_only_view_cannot_replay(self) -> None:
         viewer = User.objects.create_user("viewer", password="s3cret-pass!", is_staff=True)
@@ -287,7 +302,7 @@ class WebhooksAdminTests(TestCase):
         self.assertEqual(listing.status_code, 200)
         self.assertNotContains(listing, "replay_deliveries")
         self.client.post(
-            DELIVERIES, {"action": "replay_deliveries", "_selected_action": [self.failed.pk]}
+            DELIVERIES, {"action": "replay_deliveries", "_selected_action": [self.succeeded.pk]}
         )
-        self.failed.refresh_from_db()
-        self.assertEqual(self.failed.status, DeliveryStatus.FAILED)
+        self.succeeded.refresh_from_db()
+        self.assertEqual(self.succeeded.status, DeliveryStatus.SUCCEEDED)

@@ -4,11 +4,14 @@ The deliveries are signed with the `standardwebhooks` package's own `sign`, so t
 the listener against the reference implementation, not against our signing code.
 """
 
+import contextlib
 import json
 import queue
+import socket
 import subprocess
 import sys
 import threading
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -23,6 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from payouts.tests.e2e.support import free_port
 
 LISTENER = Path(settings.REPO_DIR) / "scripts" / "webhook_listen.py"
+README = Path(settings.REPO_DIR) / "README.md"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_c29tZW9uZS1lbHNlcy1zZWNyZXQtaGVyZQ=="
 
@@ -51,12 +55,16 @@ def signed_headers(
     }
 
 
-@unittest.skipUnless(LISTENER.exists(), "scripts/ is not in the Docker image: run from a checkout")
-class WebhookListenTests(SimpleTestCase):
+class ReceiverProcessTestCase(SimpleTestCase):
+    """A receiver started as its own process on a free port, its output read line by line."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
     def setUp(self) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, str(LISTENER), "--port", str(self.port)],
+            self.command(),
             env={"WEBHOOK_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -65,6 +73,9 @@ class WebhookListenTests(SimpleTestCase):
         self.addCleanup(self.stop)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self.read_output, daemon=True).start()
+        self.wait_until_listening()
+
+    def wait_until_listening(self) -> None:
         self.assertIn(f"verifying deliveries on http://127.0.0.1:{self.port}/", self.next_line())
 
     def read_output(self) -> None:
@@ -91,6 +102,12 @@ class WebhookListenTests(SimpleTestCase):
                 return int(response.status)
         except urllib.error.HTTPError as error:
             return error.code
+
+
+@unittest.skipUnless(LISTENER.exists(), "scripts/ is not in the Docker image: run from a checkout")
+class WebhookListenTests(ReceiverProcessTestCase):
+    def command(self) -> list[str]:
+        return [sys.executable, str(LISTENER), "--port", str(self.port)]
 
     def test_a_signed_delivery_is_answered_204_and_printed(self) -> None:
         payout_id = str(uuid.uuid4())
@@ -165,3 +182,50 @@ class WebhookListenStartTests(SimpleTestCase):
         )
         self.assertEqual(result.returncode, 2)
         self.assertIn("WEBHOOK_SECRET=whsec_", result.stderr)
+
+
+@unittest.skipUnless(README.exists(), "README.md is not in the Docker image: run from a checkout")
+class ReadmeReceiverTests(ReceiverProcessTestCase):
+    """The README's dozen-line receiver, run exactly as printed there (on a free port)."""
+
+    def command(self) -> list[str]:
+        text = README.read_text("utf-8")
+        start = text.index("```python\n# receiver.py") + len("```python\n")
+        source = text[start : text.index("```", start)]
+        self.assertIn('HTTPServer(("127.0.0.1", 8787), Receiver)', source)
+        source = source.replace("8787", str(self.port))
+        return [sys.executable, "-c", source]
+
+    def next_line(self) -> str:
+        line = super().next_line()
+        while '"POST / HTTP/1.1"' in line:  # http.server's access log, on stderr
+            line = super().next_line()
+        return line
+
+    def wait_until_listening(self) -> None:
+        for _ in range(100):  # it prints nothing until the first delivery
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        self.fail("the README's receiver did not start listening")
+
+    def test_a_signed_delivery_is_answered_204_and_printed(self) -> None:
+        payout_id = str(uuid.uuid4())
+        body = payload(3, "PAID", payout_id)
+        self.assertEqual(self.post(body, signed_headers(body)), 204)
+        self.assertEqual(self.next_line(), f"payout.paid 3 {payout_id} PAID")
+
+    def test_a_bad_signature_is_answered_400_with_the_reason(self) -> None:
+        body = payload(1, "NEW", str(uuid.uuid4()))
+        self.assertEqual(self.post(body, signed_headers(body, secret=OTHER_SECRET)), 400)
+        self.assertEqual(self.next_line(), "rejected: No matching signature found")
+        self.assertEqual(self.post(body, {}), 400)
+        self.assertEqual(self.next_line(), "rejected: Missing required headers")
+
+    def test_during_a_rotation_either_of_two_signatures_verifies(self) -> None:
+        body = payload(1, "NEW", str(uuid.uuid4()))
+        old = signed_headers(body, secret=OTHER_SECRET, webhook_id="msg_rotating")
+        new = signed_headers(body, webhook_id="msg_rotating")
+        both = f"{old['webhook-signature']} {new['webhook-signature']}"
+        self.assertEqual(self.post(body, {**new, "webhook-signature": both}), 204)
+        self.assertIn("payout.new 1", self.next_line())

@@ -2,7 +2,8 @@
 
 Nothing here is edited through a form: a delivery's status, attempts and an endpoint's failure
 streak are written by the delivery code as attempts finish, and a form's save() would write
-every column back over them. Replay goes through `webhooks.delivery.delivery_replay`.
+every column back over them. Replay goes through the service the API's retry uses
+(`services.delivery_retry`, which calls `delivery.delivery_replay`).
 """
 
 from typing import Any
@@ -15,8 +16,9 @@ from django.utils.html import format_html
 
 from payouts.admin import ReadOnlyInline
 
-from .delivery import delivery_replay
+from .errors import WebhookEndpointDisabled
 from .models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from .services import delivery_retry
 
 # Enough of a secret to tell two apart (as API keys show their prefix), far too little to sign.
 SECRET_SHOWN_CHARACTERS = len("whsec_") + 4
@@ -161,12 +163,11 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     def replay_deliveries(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         replayed, disabled = 0, set()
         for delivery in queryset.select_related("event", "endpoint"):
-            # As the API's retry: a disabled endpoint is sent nothing (its attempt would only
-            # record "endpoint disabled"). Re-enabling is the client's (PATCH enabled=true).
-            if not delivery.endpoint.enabled:
-                disabled.add(delivery.endpoint.url)
+            try:
+                delivery_retry(delivery)  # the API's retry: delivery_replay, if enabled
+            except WebhookEndpointDisabled:
+                disabled.add(delivery.endpoint.url)  # re-enabling is the client's (PATCH)
                 continue
-            delivery_replay(delivery)
             replayed += 1
             self.log_change(request, delivery, "Replayed with the admin action.")
         if replayed:

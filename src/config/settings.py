@@ -252,6 +252,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "payouts": {"level": LOG_LEVEL},
+        "webhooks": {"level": LOG_LEVEL},
         "django.request": {"level": "ERROR"},
     },
 }

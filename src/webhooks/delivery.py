@@ -28,6 +28,7 @@ from standardwebhooks.webhooks import Webhook
 
 from payouts.services.queueing import BROKER_UNAVAILABLE_ERRORS
 
+from . import transport
 from .destinations import UnsafeDestination, check_destination
 from .dispatch import event_dispatch
 from .models import DeliveryStatus, Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -43,10 +44,6 @@ LEASE_MARGIN = timedelta(seconds=15)
 REQUEUE_BACKOFF_MAX = timedelta(hours=1)
 RESPONSE_EXCERPT_CHARS = 1000
 _READ_BYTES = 4 * RESPONSE_EXCERPT_CHARS  # UTF-8: at most 4 bytes a character
-
-# One pool for the process (thread-safe): keep-alive connections per receiver host. Retries and
-# redirects are ours to decide (the schedule; a 3xx is a failure), never urllib3's.
-_http = urllib3.PoolManager(num_pools=50, maxsize=16, block=False, retries=False)
 
 
 # --- What is sent -------------------------------------------------------------------------------
@@ -188,31 +185,20 @@ def _post(endpoint: WebhookEndpoint, event: Event) -> Answer:
     }
     clock = time.monotonic()
     try:
-        response = _http.request(
-            "POST",
+        status, answer_headers, data = transport.post(
             endpoint.url,
             body=body,
             headers=headers,
-            timeout=urllib3.Timeout(total=settings.PAYOUTS_WEBHOOK_TIMEOUT_SECONDS),
-            redirect=False,
-            retries=False,
-            preload_content=False,
+            deadline=clock + settings.PAYOUTS_WEBHOOK_TIMEOUT_SECONDS,
+            read_bytes=_READ_BYTES,
         )
-        try:
-            data = response.read(_READ_BYTES)
-        finally:
-            if response.length_remaining == 0:
-                response.release_conn()  # read to its end: the connection can be reused
-            else:
-                response.close()  # a longer (or unsized) body is not ours to wait for
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         latency = int((time.monotonic() - clock) * 1000)
         return Answer(started_at, latency_ms=latency, error=f"{type(exc).__name__}: {exc}"[:500])
     latency = int((time.monotonic() - clock) * 1000)
-    status = int(response.status)
     error = ""
     if 300 <= status < 400:
-        error = f"HTTP {status}: redirects are not followed ({response.headers.get('Location')})"
+        error = f"HTTP {status}: redirects are not followed ({answer_headers.get('Location')})"
     elif not 200 <= status < 300:
         error = f"HTTP {status}"
     excerpt = data.decode("utf-8", "replace")[:RESPONSE_EXCERPT_CHARS]
@@ -284,7 +270,7 @@ def _record(delivery: WebhookDelivery, lease_until: datetime, answer: Answer) ->
             # Written only when there is a streak to end: most successes touch no endpoint row.
             WebhookEndpoint.objects.filter(
                 Q(failure_streak__gt=0) | Q(failing_since__isnull=False), pk=endpoint.pk
-            ).update(failure_streak=0, failing_since=None)
+            ).update(failure_streak=0, failing_since=None, last_failure_at=None)
             return Outcome.SUCCEEDED
         if answer.status_code == 410 or not endpoint.enabled:
             held.update(status=DeliveryStatus.FAILED, next_attempt_at=None, **last)
@@ -299,8 +285,14 @@ def _record(delivery: WebhookDelivery, lease_until: datetime, answer: Answer) ->
         else:
             delay = timedelta(seconds=schedule[delivery.attempts])
             held.update(next_attempt_at=now + delay, **last)
+        quiet = timedelta(seconds=max(schedule)) + attempt_lease()
+        WebhookEndpoint.objects.filter(pk=endpoint.pk, last_failure_at__lt=now - quiet).update(
+            failure_streak=0, failing_since=None
+        )
         WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-            failure_streak=F("failure_streak") + 1, failing_since=Coalesce("failing_since", now)
+            failure_streak=F("failure_streak") + 1,
+            failing_since=Coalesce("failing_since", now),
+            last_failure_at=now,
         )
         limit = timedelta(seconds=settings.PAYOUTS_WEBHOOK_DISABLE_AFTER_SECONDS)
         if WebhookEndpoint.objects.filter(

@@ -91,6 +91,9 @@ class WebhookEndpoint(models.Model):
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     # The current run of failed attempts: when it began and how long it is (reset on a 2xx).
     failing_since = models.DateTimeField(null=True, blank=True)
+    # The last failed attempt: a streak ends with a 2xx, or with a quiet spell longer than the
+    # retry schedule (no failure since), so idle days never count as "failing".
+    last_failure_at = models.DateTimeField(null=True, blank=True)
     failure_streak = models.PositiveIntegerField(default=0)
     disabled_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

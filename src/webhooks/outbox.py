@@ -8,6 +8,7 @@ without gaps or duplicates) and schedules the dispatch for after the commit.
 import uuid
 
 from django.db import transaction
+from django.db.models import Max
 
 from payouts.models import PayoutRequest, PayoutStatus
 
@@ -28,7 +29,8 @@ def record_payout_event(payout_id: uuid.UUID) -> Event:
 
     assert transaction.get_connection().in_atomic_block, "events are written with their change"
     payout = PayoutRequest.objects.get(pk=payout_id)
-    sequence = Event.objects.filter(payout_id=payout_id).count() + 1
+    last = Event.objects.filter(payout_id=payout_id).aggregate(last=Max("sequence"))["last"]
+    sequence = (last or 0) + 1
     # A client without an enabled endpoint has nothing to deliver: the event is dispatched as
     # it is written (it is still in the feed), and costs no message. An endpoint receives the
     # events written after it was created.

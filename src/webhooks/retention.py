@@ -4,7 +4,9 @@ Deleting an event deletes its deliveries and their attempts (on_delete=CASCADE).
 batches, each its own short transaction, so pruning a large backlog never holds locks for long or
 builds one huge DELETE; a run stops after `max_batches` and the next run (hourly) continues.
 An event not yet dispatched, or with a delivery still pending (a replay, say), is kept until it
-is done, whatever its age: retention never drops a notification still on its way.
+is done, whatever its age: retention never drops a notification still on its way. The events
+of a payout not yet final are kept too: a payout's events are numbered, and its history in the
+feed must stay whole while more of it is to come.
 """
 
 import logging
@@ -13,6 +15,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+
+from payouts.models import FINAL_STATUSES
 
 from .models import DeliveryStatus, Event, WebhookDelivery
 
@@ -33,7 +37,11 @@ def events_prune(
     cutoff = timezone.now() - timedelta(days=days)
     pending = WebhookDelivery.objects.filter(event_id=OuterRef("pk"), status=DeliveryStatus.PENDING)
     expired = (
-        Event.objects.filter(created_at__lt=cutoff, dispatched_at__isnull=False)
+        Event.objects.filter(
+            created_at__lt=cutoff,
+            dispatched_at__isnull=False,
+            payout__status__in=FINAL_STATUSES,
+        )
         .exclude(Exists(pending))
         .order_by("created_at")  # oldest first, on the event_created index
     )

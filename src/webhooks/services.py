@@ -89,7 +89,14 @@ def endpoint_update(
             locked.disabled_reason = ""
             locked.failure_streak = 0
             locked.failing_since = None
-            changed += ["enabled", "disabled_reason", "failure_streak", "failing_since"]
+            locked.last_failure_at = None
+            changed += [
+                "enabled",
+                "disabled_reason",
+                "failure_streak",
+                "failing_since",
+                "last_failure_at",
+            ]
         elif enabled is False and locked.enabled:
             locked.enabled = False
             locked.disabled_reason = DISABLED_VIA_API

@@ -47,6 +47,21 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A record of what happened: staff read it, nobody adds, edits or deletes a row here."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class PayoutEventInline(ReadOnlyInline):
     model = PayoutEvent
     fields = ("created_at", "from_status", "to_status", "actor", "reason", "applied")
@@ -218,7 +233,7 @@ class ApiKeyAdmin(APIKeyModelAdmin):
 
 
 @admin.register(ProviderCall)
-class ProviderCallAdmin(admin.ModelAdmin):
+class ProviderCallAdmin(ReadOnlyAdmin):
     """Every call made to the provider, newest first: read-only, a record of what was asked."""
 
     list_display = (
@@ -232,22 +247,12 @@ class ProviderCallAdmin(admin.ModelAdmin):
     # By primary key, not started_at: the same order (rows are written as calls start) served
     # by the primary key's index, where started_at alone has none.
     ordering = ("-id",)
-    show_full_result_count = False
     fields = readonly_fields = ("payout_link", *PROVIDER_CALL_FIELDS)
 
     @admin.display(description="payout")
     def payout_link(self, obj: ProviderCall) -> str:
         url = reverse("admin:payouts_payoutrequest_change", args=[obj.payout_id])
         return format_html('<a href="{}">{}</a>', url, obj.payout_id)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(SandboxLedgerEntry)

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from payouts.admin import ReadOnlyInline
+from payouts.admin import ReadOnlyAdmin, ReadOnlyInline
 
 from .errors import WebhookEndpointDisabled
 from .models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -26,21 +26,6 @@ SECRET_SHOWN_CHARACTERS = len("whsec_") + 4
 
 def masked(secret: str) -> str:
     return f"{secret[:SECRET_SHOWN_CHARACTERS]}…" if secret else "-"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """A record of what happened: staff read it, nobody adds, edits or deletes a row here."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def change_link(obj: Any, label: object) -> str:

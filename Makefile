@@ -14,7 +14,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 COMPOSE ?= docker compose
 TEST_ARGS ?=
 
-.PHONY: help run webhook-listen test lint compose-smoke openapi fmt migrate superuser up down logs venv clean
+.PHONY: help run webhook-listen test bench lint compose-smoke openapi fmt migrate superuser up down logs venv clean
 
 help: ## Show this help
 	@echo "Payout Requests Service"
@@ -59,6 +59,13 @@ webhook-listen: $(LOCAL_STAMP) ## Print webhooks sent to 127.0.0.1:8787, verifie
 
 test: $(DEV_STAMP) ## Run the whole suite against a throwaway PostgreSQL and Redis
 	scripts/test_services.sh $(PY) src/manage.py test -v 2 --noinput --parallel 1 $(TEST_ARGS)
+
+# wrk comes from Debian; as root it is installed when missing.
+bench: $(LOCAL_STAMP) ## Throughput against a bare Django view (wrk, ~15 min); prints the table
+	@command -v wrk >/dev/null || { [[ "$$(id -u)" == 0 ]] && apt-get install -y -q wrk </dev/null; } \
+		|| { echo "error: wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
+	TEST_SERVICES_PG_CONF="shared_preload_libraries = 'pg_stat_statements'" \
+		scripts/test_services.sh $(PY) bench/run.py
 
 lint: $(DEV_STAMP) ## ruff check, ruff format --check, mypy, compose schema check
 	$(VENV)/bin/ruff check .

@@ -114,6 +114,7 @@ else
         --locale=C --no-sync >"$WORK_DIR/initdb.log" 2>&1 \
         || { cat "$WORK_DIR/initdb.log" >&2; log "initdb failed"; exit 1; }
     # Throwaway data: durability off for speed; enough connections for threaded tests.
+    # TEST_SERVICES_PG_CONF: more postgresql.conf lines (make bench loads pg_stat_statements).
     cat >>"$PG_DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$PG_SOCKETS'
@@ -122,6 +123,7 @@ synchronous_commit = off
 full_page_writes = off
 max_connections = 200
 shared_buffers = 128MB
+${TEST_SERVICES_PG_CONF:-}
 EOF
     for attempt in 1 2 3; do
         PG_PORT="$(free_port)"

@@ -8,7 +8,7 @@ without gaps or duplicates) and schedules the dispatch for after the commit.
 import uuid
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Exists, OuterRef, Subquery
 
 from payouts.models import PayoutRequest, PayoutStatus
 
@@ -28,13 +28,22 @@ def record_payout_event(payout_id: uuid.UUID) -> Event:
     from payouts.api.serializers import PayoutSerializer  # the payout as the API shows it
 
     assert transaction.get_connection().in_atomic_block, "events are written with their change"
-    payout = PayoutRequest.objects.get(pk=payout_id)
-    last = Event.objects.filter(payout_id=payout_id).aggregate(last=Max("sequence"))["last"]
-    sequence = (last or 0) + 1
-    # A client without an enabled endpoint has nothing to deliver: the event is dispatched as
-    # it is written (it is still in the feed), and costs no message. An endpoint receives the
-    # events written after it was created.
-    listening = WebhookEndpoint.objects.filter(client_id=payout.client_id, enabled=True).exists()
+    # One read: the payout, its last event's number, and whether its client has an enabled
+    # endpoint. A client without one has nothing to deliver: the event is dispatched as it is
+    # written (it is still in the feed), and costs no message. An endpoint receives the events
+    # written after it was created.
+    payout = PayoutRequest.objects.annotate(
+        last_sequence=Subquery(
+            Event.objects.filter(payout_id=OuterRef("pk"))
+            .order_by("-sequence")
+            .values("sequence")[:1]
+        ),
+        listening=Exists(
+            WebhookEndpoint.objects.filter(client_id=OuterRef("client_id"), enabled=True)
+        ),
+    ).get(pk=payout_id)
+    sequence = (payout.last_sequence or 0) + 1
+    listening = payout.listening
     event = Event.objects.create(
         client_id=payout.client_id,
         payout=payout,

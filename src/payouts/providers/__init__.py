@@ -16,6 +16,7 @@ from .base import (
     ProviderAnswer,
     Settled,
     Unknown,
+    release_database_connection,
 )
 from .sandbox import SandboxProvider
 
@@ -36,6 +37,7 @@ __all__ = (
     "Settled",
     "Unknown",
     "get_provider",
+    "release_database_connection",
 )
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from django.db import connection
+
 
 @dataclass(frozen=True, slots=True)
 class PayoutInstruction:
@@ -101,3 +103,15 @@ class PayoutProvider(Protocol):
         an execute that arrives later (a request still in flight) is refused, never paid.
         """
         ...
+
+
+def release_database_connection() -> None:
+    """Give this thread's pooled database connection back before waiting on a provider.
+
+    A provider call lasts as long as the provider takes; a connection held across it would cap
+    the calls in flight at the pool's size (and idle a server connection per call). Outside a
+    transaction only, and only with the pool: a plain connection would be closed, not reused.
+    The next query takes a connection from the pool again.
+    """
+    if not connection.in_atomic_block and connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        connection.close()

@@ -51,6 +51,7 @@ from .base import (
     Pending,
     Settled,
     Unknown,
+    release_database_connection,
 )
 
 DECLINE_REASONS = {
@@ -210,10 +211,13 @@ class SandboxProvider:
             }
         else:
             values["reference"] = f"sbx_po_{secrets.token_hex(12)}"
-        SandboxLedgerEntry.objects.filter(pk=entry.pk, outcome=SandboxOutcome.RECEIVED).update(
+        if SandboxLedgerEntry.objects.filter(pk=entry.pk, outcome=SandboxOutcome.RECEIVED).update(
             **values
-        )
-        entry.refresh_from_db()
+        ):
+            for name, value in values.items():
+                setattr(entry, name, value)
+        else:
+            entry.refresh_from_db()  # a concurrent call accepted (or a cancel voided) it first
 
     def _wait_for_settlement(self, entry: SandboxLedgerEntry, deadline: float) -> ExecuteAnswer:
         """Wait until the payout settles (or is canceled), or the deadline passes: Unknown."""
@@ -223,6 +227,7 @@ class SandboxProvider:
             if remaining <= 0:
                 return TIMEOUT  # it still settles, without us
             wait = (entry.settles_at - timezone.now()).total_seconds()
+            release_database_connection()  # a remote PSP's wait holds none of ours
             time.sleep(min(max(wait, 0), remaining))
             self._settle_if_due(entry)
         return _settled(entry)
@@ -233,10 +238,12 @@ class SandboxProvider:
         if entry.outcome == SandboxOutcome.PENDING:
             now = timezone.now()
             outcome = SandboxOutcome.DECLINED if entry.decline_code else SandboxOutcome.PAID
-            SandboxLedgerEntry.objects.filter(
+            if SandboxLedgerEntry.objects.filter(
                 pk=entry.pk, outcome=SandboxOutcome.PENDING, settles_at__lte=now
-            ).update(outcome=outcome, executed_at=now)
-            entry.refresh_from_db()
+            ).update(outcome=outcome, executed_at=now):
+                entry.outcome, entry.executed_at = outcome, now
+            else:
+                entry.refresh_from_db()  # not due yet, or settled or canceled meanwhile
 
 
 def _settled(entry: SandboxLedgerEntry) -> Settled:
@@ -249,4 +256,5 @@ def _settled(entry: SandboxLedgerEntry) -> Settled:
 
 
 def _sleep_until(deadline: float) -> None:
+    release_database_connection()
     time.sleep(max(deadline - time.monotonic(), 0))

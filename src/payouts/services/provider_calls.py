@@ -31,6 +31,7 @@ from ..providers import (
     ProviderAnswer,
     Settled,
     Unknown,
+    release_database_connection,
 )
 from ..transitions import transition
 
@@ -75,6 +76,7 @@ def call_provider(
         requested_by=requested_by,
         started_at=timezone.now(),
     )
+    release_database_connection()
     started = time.monotonic()
     answer: Answer | Unknown
     try:

@@ -17,7 +17,8 @@ exactly once. No worker runs during the HTTP scenarios.
 Environment: BENCH_SECONDS (per run, 8), BENCH_ROUNDS (3), BENCH_DRAIN_1S (payouts per drain
 at 1 s latency, 600; two workers drain twice as many), BENCH_DRAIN_0 (at latency 0, 600),
 BENCH_LIST_ROWS (1000000), BENCH_OUT (the JSON, bench/results/latest.json), BENCH_ONLY
-(comma-separated scenario names), BENCH_KEEP=1 (keep the processes' logs).
+(comma-separated scenario names), BENCH_KEEP=1 (keep the processes' logs), BENCH_STATEMENTS=1
+(print each drain's SQL statements per payout, from pg_stat_statements).
 """
 
 import json
@@ -53,6 +54,7 @@ DRAIN_1S = int(os.environ.get("BENCH_DRAIN_1S", "600"))
 DRAIN_0 = int(os.environ.get("BENCH_DRAIN_0", "600"))
 LIST_ROWS = int(os.environ.get("BENCH_LIST_ROWS", "1000000"))
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "bench" / "results" / "latest.json"))
+STATEMENTS = os.environ.get("BENCH_STATEMENTS") == "1"
 ONLY = {name for name in os.environ.get("BENCH_ONLY", "").split(",") if name}
 CONNECTIONS = 32
 WRK_THREADS = os.cpu_count() or 2
@@ -404,6 +406,9 @@ def drain(workers: int, latency_ms: int, count: int) -> tuple[float, dict[str, f
             metadata={},
         )
     payouts = PayoutRequest.objects.filter(client=client)
+    if STATEMENTS:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_statements_reset()")
     before = Counters.read()
     env = {"PAYOUTS_SANDBOX_LATENCY_MS": str(latency_ms), "PAYOUTS_SANDBOX_FAILURE_RATE": "0"}
     deadline = time.monotonic() + 120 + count / 20
@@ -419,12 +424,26 @@ def drain(workers: int, latency_ms: int, count: int) -> tuple[float, dict[str, f
     first = events.filter(to_status=PayoutStatus.PROCESSING).earliest("created_at").created_at
     last = events.filter(to_status=PayoutStatus.PAID).latest("created_at").created_at
     executed_once(client, count)
+    if STATEMENTS:
+        statements_show(count)
     rate = count / (last - first).total_seconds()
     return rate, {
         "sql_statements": round(spent.statements / count, 1),
         "transactions": round(spent.transactions / count, 1),
         "redis_commands": round(spent.redis_commands / count, 1),
     }
+
+
+def statements_show(count: int) -> None:
+    """BENCH_STATEMENTS=1: what the drain ran, per payout, most frequent first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 150)"
+            " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = current_database() ORDER BY calls DESC LIMIT 40"
+        )
+        for calls, query in cursor.fetchall():
+            log(f"  {calls / count:5.2f}  {query}")
 
 
 @dataclass(frozen=True)

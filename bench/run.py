@@ -559,7 +559,13 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    """A killed bench (timeout, Ctrl-C from a wrapper) stops what it started, as on error."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=SRC, check=True)

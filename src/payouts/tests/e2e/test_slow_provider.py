@@ -45,8 +45,15 @@ def ledger_outcome_now(payout_id: object) -> str:
     return ledger_outcome(entry)
 
 
-def provider_called(payout_id: object) -> bool:
-    return SandboxLedgerEntry.objects.filter(idempotency_key=str(payout_id), calls__gte=1).exists()
+def provider_accepted(payout_id: object) -> bool:
+    """The provider has the payout pending: an execute call reached it and is being waited on.
+
+    A counted call is not yet an accepted one: the sandbox counts the call, then accepts it in
+    a second write, and a kill can land between the two.
+    """
+    return SandboxLedgerEntry.objects.filter(
+        idempotency_key=str(payout_id), outcome=SandboxOutcome.PENDING
+    ).exists()
 
 
 @unittest.skipUnless(E2E_AVAILABLE, E2E_SKIP_REASON)
@@ -149,7 +156,7 @@ class WorkerCrashEndToEndTests(WorkerTestCase):
     def test_payout_of_a_killed_worker_is_resumed_by_the_recovery_sweep_and_paid_once(self) -> None:
         payout_id = self.create_payout("e2e-killed-worker", "sandbox:success").json()["id"]
         wait_for_status(payout_id, PROCESSING)
-        wait_for(lambda: provider_called(payout_id), "the provider call to start")
+        wait_for(lambda: provider_accepted(payout_id), "the provider to accept the payout")
         assert self.worker is not None
 
         self.worker.kill()  # mid provider call: no outcome, message never acknowledged

@@ -186,20 +186,19 @@ class SandboxProvider:
         call creates the entry, every call counts, concurrent calls serialize on the key. The
         ORM's get_or_create plus an update took eight round-trips for the same.
         """
-        values = {
-            "idempotency_key": instruction.idempotency_key,
-            "amount": instruction.amount,
-            "currency": instruction.currency,
-            "destination": instruction.destination,
-            "calls": 1,
-            "created_at": timezone.now(),
-        }
+        new = SandboxLedgerEntry(
+            idempotency_key=instruction.idempotency_key,
+            amount=instruction.amount,
+            currency=instruction.currency,
+            destination=instruction.destination,
+            calls=1,
+        )
         fields = [
             field for field in SandboxLedgerEntry._meta.concrete_fields if not field.primary_key
         ]
+        # The ORM's own insert path: pre_save fills auto_now_add, the instance holds defaults.
         params = [
-            field.get_db_prep_save(values.get(field.name, field.get_default()), connection)
-            for field in fields
+            field.get_db_prep_save(field.pre_save(new, add=True), connection) for field in fields
         ]
         table = connection.ops.quote_name(SandboxLedgerEntry._meta.db_table)
         columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)

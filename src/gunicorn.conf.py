@@ -8,7 +8,9 @@ open per thread (DATABASE_CONN_MAX_AGE).
 
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 # gunicorn executes this file without putting its directory on sys.path when started from
@@ -16,6 +18,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from config.env import env_int, env_str
+from config.logs import gunicorn_logging_config, log_format_from_env
 
 # An empty WEB_CONCURRENCY never reaches this file: gunicorn parses that variable itself when it
 # is imported (int(""), exit 1). The image's entrypoint drops an empty one (docker-entrypoint.sh).
@@ -43,10 +46,14 @@ keepalive = env_int("GUNICORN_KEEPALIVE", 5)
 max_requests = env_int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
 
-# Logs go to stdout/stderr, where the process supervisor (make run, Docker) collects them.
+# Logs go to stdout/stderr, where the process supervisor (make run, Docker) collects them, in
+# the application's LOG_FORMAT (config/logs.py); a JSON access line has method, path, status,
+# duration_ms and request_id fields of its own.
 accesslog = "-"
 errorlog = "-"
 loglevel = env_str("GUNICORN_LOG_LEVEL", "info")
+logconfig_dict = gunicorn_logging_config(log_format=log_format_from_env())
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 forwarded_allow_ips = env_str("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Gunicorn's runtime control socket (gunicornc) defaults to one fixed path per user, which two
@@ -74,3 +81,25 @@ def pre_request(worker: Any, req: Any) -> None:
     length = int(headers.get("CONTENT-LENGTH") or 0)
     if chunked or length > UNREAD_BODY_DRAIN_BYTES:
         req.force_close()
+
+
+# Prometheus: every worker process writes its samples to files in PROMETHEUS_MULTIPROC_DIR and
+# /metrics sums them (prometheus_client's multiprocess mode). Set here, in the master, so the
+# workers inherit it before they import prometheus_client. Whoever names the directory empties
+# it before any process starts (the image's entrypoint, `make run`); otherwise it is a fresh
+# one of gunicorn's own, removed on exit.
+METRICS_DIR_OWNED = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if METRICS_DIR_OWNED:
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payouts-metrics-", dir=shm)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if METRICS_DIR_OWNED:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

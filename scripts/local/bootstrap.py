@@ -260,7 +260,31 @@ def append_only_output() -> None:
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
 
 
-def banner(base_url: str, key: str, database: str, broker: str) -> str:
+def local_metrics(env: dict[str, str]) -> str:
+    """Metrics for the whole run in one place: the token for /metrics, and one directory.
+
+    The token is the shell's PAYOUTS_METRICS_TOKEN, else one generated on the first run and
+    kept in .local/. Every program (gunicorn's workers and the Celery workers) writes its
+    samples to the same PROMETHEUS_MULTIPROC_DIR, emptied here before any starts, so the web's
+    /metrics shows the workers' counters too (one host: process ids are unique).
+    """
+    token = env.get("PAYOUTS_METRICS_TOKEN", "").strip()
+    if not token:
+        token_file = LOCAL_DIR / "metrics_token"
+        if not token_file.exists():
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+        token = token_file.read_text().strip()
+        env["PAYOUTS_METRICS_TOKEN"] = token
+    metrics_dir = LOCAL_DIR / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    return token
+
+
+def banner(base_url: str, key: str, database: str, broker: str, metrics_token: str) -> str:
     create = (
         f"curl -sS -X POST {base_url}/api/v1/payout-requests/ \\\n"
         f'    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\\n'
@@ -290,6 +314,7 @@ def banner(base_url: str, key: str, database: str, broker: str) -> str:
             f"  {read}",
             "",
             f"  API docs: {base_url}/api/docs/",
+            f'  Metrics:  curl -sS -H "Authorization: Bearer {metrics_token}" {base_url}/metrics',
             f"  Admin:    {base_url}/admin/   (create a login with `make superuser`)",
             f"  Programs: {shorter_path(BIN_DIR / 'supervisorctl')} -c {config} status",
             "  Press Ctrl-C to stop everything.",
@@ -360,6 +385,7 @@ def main() -> int:
         ]  # fmt: skip
         broker = env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
     database = "DATABASE_URL" if env.get("DATABASE_URL") else f"SQLite {LOCAL_DIR}/db.sqlite3"
+    metrics_token = local_metrics(env)
 
     # Neither needs the broker, so both run before anything is started.
     manage(env, "migrate", "--noinput")
@@ -420,7 +446,10 @@ def main() -> int:
         if ready or time.monotonic() > banner_deadline:
             if not ready:
                 say(f"still starting after {BANNER_WAIT_SECONDS} s; the API may not answer yet")
-            print(banner(f"http://127.0.0.1:{port}", key, database, broker), flush=True)
+            print(
+                banner(f"http://127.0.0.1:{port}", key, database, broker, metrics_token),
+                flush=True,
+            )
             banner_deadline = None
 
     if socket_path.parent != STATE_DIR:

@@ -29,6 +29,7 @@ from .models import (
     PayoutRequest,
     PayoutStatus,
 )
+from .observability.metrics import PAYOUTS_FINISHED, REVIEW_FLAGGED
 
 S = PayoutStatus
 
@@ -112,6 +113,9 @@ def transition(
                     reason=reason,
                 )
                 record_payout_event(payout_id)  # the client's notification, same transaction
+                if to in FINAL_STATUSES:
+                    finished = PAYOUTS_FINISHED.labels(status=to, failure_code=failure_code or "")
+                    transaction.on_commit(finished.inc)
                 return source
     return None
 
@@ -248,8 +252,11 @@ def outcome_unknown_clear(payout_id: uuid.UUID) -> None:
 def review_flag(payout_id: uuid.UUID, *, reason: str) -> bool:
     """Flag an unfinished payout for a person to look at; True the first time only."""
     now = timezone.now()
-    return bool(
+    flagged = bool(
         PayoutRequest.objects.filter(
             pk=payout_id, status=S.PROCESSING, review_flagged_at__isnull=True
         ).update(review_flagged_at=now, review_reason=reason[:500], updated_at=now)
     )
+    if flagged:
+        transaction.on_commit(REVIEW_FLAGGED.inc)
+    return flagged

@@ -26,6 +26,12 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from payouts.observability.metrics import (
+    SWEEP_REQUEUED,
+    SWEEP_RUNS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_DELIVERY_SECONDS,
+)
 from payouts.services.queueing import BROKER_UNAVAILABLE_ERRORS
 
 from . import transport
@@ -238,7 +244,11 @@ def delivery_attempt(delivery_id: uuid.UUID, *, queued_until: datetime | None = 
         answer = _post(delivery.endpoint, delivery.event)
     else:
         answer = Answer(timezone.now(), error="endpoint disabled")
-    return _record(delivery, lease_until, answer)
+    outcome = _record(delivery, lease_until, answer)
+    WEBHOOK_DELIVERIES.labels(outcome=outcome.value).inc()
+    if answer.latency_ms is not None:
+        WEBHOOK_DELIVERY_SECONDS.observe(answer.latency_ms / 1000)
+    return outcome
 
 
 def _record(delivery: WebhookDelivery, lease_until: datetime, answer: Answer) -> Outcome:
@@ -360,6 +370,8 @@ def webhooks_sweep(*, batch_size: int | None = None) -> SweepResult:
             if result is Published.BROKER_DOWN:
                 break
             published += result is Published.YES
+    SWEEP_RUNS.labels(sweep="webhooks").inc()
+    SWEEP_REQUEUED.labels(sweep="webhooks").inc(published)
     if events or published:
         logger.info("webhooks sweep: %d events dispatched, %d deliveries queued", events, published)
     return SweepResult(events, published)

@@ -10,6 +10,7 @@ from webhooks.outbox import record_payout_event
 
 from ..errors import ClientReferenceConflict
 from ..models import ApiClient, EventActor, PayoutEvent, PayoutRequest, PayoutStatus
+from ..observability.metrics import PAYOUTS_CREATED
 from .queueing import lease_deadline, payout_enqueue
 
 
@@ -59,6 +60,7 @@ def payout_create(
             record_payout_event(payout.pk)  # payout.created, in the same transaction
 
             def enqueue_created_payout() -> None:
+                PAYOUTS_CREATED.inc()  # committed: a payout exists
                 payout_enqueue(payout.pk, task_id=task_id, lease_expires_at=lease_expires_at)
 
             # robust: the payout is stored and the client must get its 201 whatever happens

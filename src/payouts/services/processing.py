@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from ..heartbeat import lease_heartbeat
 from ..models import EventActor, PayoutRequest, PayoutStatus, ProviderCallKind
+from ..observability.metrics import PAYOUT_RETRIES
 from ..providers import (
     CancelAnswer,
     Canceled,
@@ -244,6 +245,7 @@ class _Attempt:
         countdown = random.uniform(0, ceiling)
         until = timezone.now() + timedelta(seconds=countdown + settings.PAYOUTS_LEASE_SECONDS)
         lease_extend(self.payout.pk, owner=self.attempt_id, until=until)
+        PAYOUT_RETRIES.inc()
         logger.info(
             "payout %s: attempt %d did not finish it (%s); retrying in %.1f s",
             self.payout.pk,

@@ -21,6 +21,7 @@ from ..models import (
     ProviderCallKind,
     ProviderCallOutcome,
 )
+from ..observability.metrics import PROVIDER_CALL_SECONDS, UNKNOWN_OUTCOMES
 from ..providers import (
     Canceled,
     Declined,
@@ -86,12 +87,16 @@ def call_provider(
         logger.exception("payout %s: the provider's %s call raised", payout.pk, kind)
         answer = Unknown(ADAPTER_ERROR, f"{type(exc).__name__}: {exc}"[:500])
         outcome = ProviderCallOutcome.ERROR
+    elapsed = time.monotonic() - started
+    PROVIDER_CALL_SECONDS.labels(kind=kind, outcome=outcome).observe(elapsed)
+    if outcome in (ProviderCallOutcome.UNKNOWN, ProviderCallOutcome.ERROR):
+        UNKNOWN_OUTCOMES.labels(kind=kind).inc()
     ProviderCall.objects.filter(pk=record.pk).update(
         finished_at=timezone.now(),
         outcome=outcome,
         code=getattr(answer, "code", "")[:64],
         detail=getattr(answer, "reason", "")[:500],
-        latency_ms=round((time.monotonic() - started) * 1000),
+        latency_ms=round(elapsed * 1000),
     )
     return answer
 

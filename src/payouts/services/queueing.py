@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..models import PayoutRequest, PayoutStatus
+from ..observability.metrics import SWEEP_REQUEUED, SWEEP_RUNS
 from ..transitions import (
     lease_expire_after_failed_publish,
     lease_extend_after_publish,
@@ -129,6 +130,8 @@ def payouts_recover_stale(*, batch_size: int | None = None) -> int:
             expires_at=_requeue_deadline(now, created_at),
         )
         queued += 1
+    SWEEP_RUNS.labels(sweep="payouts").inc()
+    SWEEP_REQUEUED.labels(sweep="payouts").inc(queued)
     if queued:
         logger.info("recovery sweep queued %d stale payouts", queued)
     return queued

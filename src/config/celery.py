@@ -4,6 +4,8 @@ import os
 
 from celery import Celery
 
+from config import task_logs  # noqa: F401  # connects the log context's signal handlers
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("payouts")

@@ -179,7 +179,12 @@ ANSWERS: dict[str, ErrorAnswer] = {
             "The body is not JSON.",
         ),
         ErrorAnswer(
-            429, "throttled", "Request was throttled.", "Too many requests; see Retry-After."
+            429,
+            "rate_limited",
+            "Too many requests for this API client; retry after Retry-After seconds.",
+            "The client's read (GET, HEAD, OPTIONS) or write (every other method) budget of "
+            "requests per second is spent (RateLimit-* headers say which limit and when it "
+            "resets); nothing was done. Retry after `Retry-After` seconds.",
         ),
         ErrorAnswer(
             500, "internal_error", "Something went wrong on our side.", "A bug on our side."
@@ -280,7 +285,8 @@ EXCEPTIONS: tuple[ErrorMapping, ...] = (
     ErrorMapping(exceptions.MethodNotAllowed, "method_not_allowed", _drf_message),
     ErrorMapping(exceptions.NotAcceptable, "not_acceptable", _drf_message),
     ErrorMapping(exceptions.UnsupportedMediaType, "unsupported_media_type", _drf_message),
-    ErrorMapping(exceptions.Throttled, "throttled", _drf_message),
+    # Raised by DRF for api/ratelimit.py's throttle; its wait becomes Retry-After.
+    ErrorMapping(exceptions.Throttled, "rate_limited"),
 )
 
 

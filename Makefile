@@ -67,11 +67,12 @@ bench: $(LOCAL_STAMP) ## Throughput against a bare Django view (wrk, ~15 min); p
 	TEST_SERVICES_PG_CONF="shared_preload_libraries = 'pg_stat_statements'" \
 		scripts/test_services.sh $(PY) bench/run.py
 
-lint: $(DEV_STAMP) ## ruff check, ruff format --check, mypy, compose schema check
+lint: $(DEV_STAMP) ## ruff check, ruff format --check, mypy, compose schema and monitoring checks
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	DJANGO_ENV=local $(VENV)/bin/mypy
 	$(PY) scripts/check_compose.py
+	$(PY) scripts/check_monitoring.py
 
 compose-smoke: $(DEV_STAMP) ## Run every compose service as the image would, no container engine
 	scripts/test_services.sh $(PY) scripts/compose_smoke.py

@@ -24,16 +24,19 @@ they stand in for the compose `db` and `redis` services. The check then:
 4. passes when: migrate exits 0 and leaves a generated secret key (0600, never printed) that every
    service then uses; `check --deploy --fail-level WARNING` passes as configured (only the TLS-only
    checks silenced) and with DJANGO_BEHIND_TLS_PROXY=1 (nothing silenced); web answers /readyz
-   200; a payout created over HTTP with a key from `create_api_client` is PAID by the worker;
-   beat starts and sends the recovery sweep, which the worker runs; every service's own health
-   check (and the Dockerfile's HEALTHCHECK) succeeds in that service's environment; and the
-   brief's in-container test command, `python manage.py test -v 2`, passes in the web service's
-   environment (broker database 15, as tasks.ps1 test uses).
+   200; its /metrics answers the metrics token migrate generated, asked as the monitoring
+   profile's Prometheus asks; a payout created over HTTP with a key from `create_api_client` is
+   PAID by the worker; beat starts and sends the recovery sweep, which the worker runs; every
+   service's own health check (and the Dockerfile's HEALTHCHECK) succeeds in that service's
+   environment; and the brief's in-container test command, `python manage.py test -v 2`, passes
+   in the web service's environment (broker database 15, as tasks.ps1 test uses).
 
 What it cannot prove without an engine: that the image builds (the base image, apt, pip on its
 Python), the non-root user and file ownership, the stock postgres and redis images and their
 health checks, container networking, published ports, restart policies, depends_on ordering
-as the engine applies it, init, and stop_grace_period.
+as the engine applies it, init, and stop_grace_period. Services in a profile (`monitoring`: the
+third-party Prometheus and Grafana images) are not run: scripts/check_monitoring.py checks
+their files.
 """
 
 from __future__ import annotations
@@ -608,6 +611,7 @@ class Smoke:
         self.web_port = "8000"
         self.secret = ""
         self.logs: list[str] = []  # every one-shot command's output, searched for the secret
+        self.worker_metrics_ports: dict[str, str] = {}  # each worker's own :9100
 
     def env_for(self, name: str, compose: dict[str, Any] | None = None) -> dict[str, str]:
         """The container's environment: image ENV, then the service's, then Docker's own."""
@@ -620,6 +624,18 @@ class Smoke:
         if name == "web" and env.get("PORT") != self.web_port:
             env["PORT"] = self.web_port
         return self.image.environment(self.servers.point_at_servers(env))
+
+    def container_env(self, name: str) -> dict[str, str]:
+        """A long-running service's environment, with what Docker gives each container to
+        itself made separate on this one host: its /tmp, where the entrypoint keeps the metric
+        samples (each entrypoint empties that directory), and its network namespace, where
+        both workers serve their /metrics on the same port."""
+        env = self.env_for(name)
+        env["PROMETHEUS_MULTIPROC_DIR"] = self.image.host(f"/tmp/prometheus-metrics-{name}")
+        if env.get("PAYOUTS_WORKER_METRICS_PORT", "0") != "0":
+            port = self.worker_metrics_ports.setdefault(name, str(free_port()))
+            env["PAYOUTS_WORKER_METRICS_PORT"] = port
+        return env
 
     def argv_for(self, name: str) -> list[str]:
         service = self.compose["services"][name]
@@ -646,6 +662,12 @@ class Smoke:
 
     def main(self) -> None:
         say(f"{self.args.compose.name}: resolved with an empty environment, schema-valid")
+        for name, service in self.compose["services"].items():
+            if service.get("profiles"):
+                say(
+                    f"{name}: profile {', '.join(service['profiles'])}, not run here (a "
+                    "third-party image): scripts/check_monitoring.py validates its files"
+                )
         if (self.args.compose.parent / ".env").exists():
             say(".env ignored: the check resolves the file as a fresh clone has it")
         self.image.build(REPO_DIR)
@@ -658,12 +680,14 @@ class Smoke:
         self.deploy_checks()
         for name in ("web", "worker", "webhooks-worker", "beat"):
             service = Service(
-                name, self.argv_for(name), self.env_for(name), self.cwd, self.log(name)
+                name, self.argv_for(name), self.container_env(name), self.cwd, self.log(name)
             )
             self.services[name] = service
             service.start()
         self.web_ready()
+        self.metrics_scrape()
         self.payout_is_paid()
+        self.worker_metrics()
         self.health_checks()
         self.beat_sweeps()
         self.secret_stays_secret()
@@ -748,6 +772,34 @@ class Smoke:
         wait_for("web /readyz 200", ready, 90, self.services["web"])
         say(f'web: GET /readyz -> 200 {{"status": "ok"}} on port {self.web_port}')
 
+    def metrics_scrape(self) -> None:
+        """/metrics as the monitoring profile's Prometheus scrapes it, with the generated token.
+
+        Prometheus reaches web:8000 as an HTTP proxy for http://localhost:8000/metrics
+        (deploy/monitoring/prometheus/prometheus.yml), so Django sees a loopback Host.
+        """
+        token_file = Path(self.env_for("web")["PAYOUTS_METRICS_TOKEN_FILE"])
+        mode = token_file.stat().st_mode & 0o777
+        token = token_file.read_text("utf-8").strip()
+        if mode != 0o600 or len(token) < 16:
+            raise SmokeFailure(f"metrics token file {token_file}: mode {oct(mode)}, {len(token)}")
+        proxy = urllib.request.ProxyHandler({"http": self.base_url()})
+        opener = urllib.request.build_opener(proxy)
+        url = "http://localhost:8000/metrics"
+        for header, expected in ((f"Bearer {token}", 200), ("Bearer not-the-token", 401)):
+            request = urllib.request.Request(url, headers={"Authorization": header})
+            try:
+                with opener.open(request, timeout=10) as response:
+                    status, body = response.status, response.read().decode()
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read().decode(errors="replace")
+            if status != expected or (expected == 200 and "payouts_unfinished{" not in body):
+                raise SmokeFailure(f"GET {url} via web as a proxy: {status}\n{body[:2000]}")
+        say(
+            f"web: /metrics with the generated token ({token_file.name}, 0600) as Prometheus "
+            "scrapes it -> 200, a wrong token -> 401"
+        )
+
     def payout_is_paid(self) -> None:
         create = [
             "python",
@@ -777,6 +829,32 @@ class Smoke:
 
         wait_for("the payout to be PAID", paid, 60, self.services["worker"])
         say(f"worker: payout {created['id']} created over HTTP, PAID")
+
+    def worker_metrics(self) -> None:
+        """Each worker's own /metrics (compose: :9100) with the token; the payouts worker's
+        shows the payout it just paid."""
+        token = Path(self.env_for("web")["PAYOUTS_METRICS_TOKEN_FILE"]).read_text().strip()
+        for name, port in self.worker_metrics_ports.items():
+            url = f"http://127.0.0.1:{port}/metrics"
+            bodies: list[str] = []
+
+            def served(url: str = url, bodies: list[str] = bodies) -> bool:
+                request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as response:
+                        bodies.append(response.read().decode())
+                except OSError:
+                    return False
+                return True
+
+            wait_for(f"{name} /metrics", served, 30, self.services[name])
+            paid = 'payouts_finished_total{failure_code="",status="PAID"}'
+            if name == "worker" and paid not in bodies[-1]:
+                raise SmokeFailure(f"{name}: {url} has no {paid}:\n{bodies[-1][:2000]}")
+            say(
+                f"{name}: its own /metrics with the token -> 200"
+                + (f", {paid}" if name == "worker" else "")
+            )
 
     def health_checks(self) -> None:
         checks = [

@@ -18,7 +18,13 @@ Environment: BENCH_SECONDS (per run, 8), BENCH_ROUNDS (3), BENCH_DRAIN_1S (payou
 at 1 s latency, 600; two workers drain twice as many), BENCH_DRAIN_0 (at latency 0, 600),
 BENCH_LIST_ROWS (1000000), BENCH_OUT (the JSON, bench/results/latest.json), BENCH_ONLY
 (comma-separated scenario names), BENCH_KEEP=1 (keep the processes' logs), BENCH_STATEMENTS=1
-(print each drain's SQL statements per payout, from pg_stat_statements).
+(print each drain's SQL statements per payout, from pg_stat_statements), BENCH_BASELINE
+(a git ref, e.g. the commit before a change: its code is served too, from `git archive`, and
+each HTTP scenario also runs against it in every round, so a change's overhead is measured in
+the same run, as the median of the per-round ratios).
+
+The service runs with its metrics token set and its rate limits so high they never refuse: what
+every request pays for them (the Redis check, the metrics) is in the figures.
 """
 
 import json
@@ -55,6 +61,7 @@ DRAIN_0 = int(os.environ.get("BENCH_DRAIN_0", "600"))
 LIST_ROWS = int(os.environ.get("BENCH_LIST_ROWS", "1000000"))
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "bench" / "results" / "latest.json"))
 STATEMENTS = os.environ.get("BENCH_STATEMENTS") == "1"
+BASELINE = os.environ.get("BENCH_BASELINE", "").strip()
 ONLY = {name for name in os.environ.get("BENCH_ONLY", "").split(",") if name}
 CONNECTIONS = 32
 WRK_THREADS = os.cpu_count() or 2
@@ -65,6 +72,10 @@ if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
 # The service's settings, production as deployed, with a throwaway key.
 os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("PAYOUTS_METRICS_TOKEN", secrets.token_urlsafe(32))
+# Checked on every request, never refusing: wrk sends thousands per second with one key.
+os.environ.setdefault("PAYOUTS_RATE_LIMIT_READS_PER_SECOND", "1000000")
+os.environ.setdefault("PAYOUTS_RATE_LIMIT_WRITES_PER_SECOND", "1000000")
 sys.path.insert(0, str(SRC))
 
 import django  # noqa: E402
@@ -128,12 +139,12 @@ def process(name: str, argv: list[str], *, cwd: Path, env: dict[str, str]) -> It
         logfile.close()
 
 
-def gunicorn(name: str, port: int, app: str, *, chdir: Path) -> Any:
+def gunicorn(name: str, port: int, app: str, *, chdir: Path, src: Path = SRC) -> Any:
     """gunicorn with the service's own settings file, as the image runs it."""
     argv = [
         str(BIN / "gunicorn"),
         "-c",
-        str(SRC / "gunicorn.conf.py"),
+        str(src / "gunicorn.conf.py"),
         "--chdir",
         str(chdir),
         "--worker-tmp-dir",
@@ -227,6 +238,7 @@ class Row:
     unit: str = "req/s"
     runs: list[Run] = field(default_factory=list)
     bare: list[Run] = field(default_factory=list)
+    baseline: list[Run] = field(default_factory=list)  # BENCH_BASELINE's code, same rounds
     note: str = ""
     cost: dict[str, float] = field(default_factory=dict)
 
@@ -240,6 +252,13 @@ class Row:
             return None
         return statistics.median(r.rps / b.rps for r, b in zip(self.runs, self.bare, strict=True))
 
+    @property
+    def vs_baseline(self) -> float | None:
+        if not self.baseline:
+            return None
+        pairs = zip(self.runs, self.baseline, strict=True)
+        return statistics.median(r.rps / b.rps for r, b in pairs)
+
     def summary(self) -> dict[str, Any]:
         rates = [run.rps for run in self.runs]
         return {
@@ -251,8 +270,10 @@ class Row:
             "max": round(max(rates), 1),
             "p99_ms_median": round(statistics.median(run.p99_ms for run in self.runs), 2),
             "ratio_to_bare": None if self.ratio is None else round(self.ratio, 3),
+            "ratio_to_baseline": None if self.vs_baseline is None else round(self.vs_baseline, 3),
             "runs": [asdict(run) for run in self.runs],
             "bare_runs": [asdict(run) for run in self.bare],
+            "baseline_runs": [asdict(run) for run in self.baseline],
             "cost_per_payout": self.cost or None,
             "note": self.note,
         }
@@ -299,7 +320,7 @@ def seed_paid(client: ApiClient, rows: int) -> None:
 HTTP_SCENARIOS = {"healthz", "create", "create_repeat", "get", "list_1k", "list_1m"}
 
 
-def http_rows(service: str, bare: str) -> list[Row]:
+def http_rows(service: str, bare: str, baseline: str | None) -> list[Row]:
     if ONLY and not ONLY & HTTP_SCENARIOS:
         return []
     creator, create_key = api_client("bench-create")
@@ -346,6 +367,9 @@ def http_rows(service: str, bare: str) -> list[Row]:
             wrk(bare, Load("/"), 1)  # warm-up, not counted
             bare_run = wrk(bare, Load("/"), SECONDS)
             prefix = f"r{round_no}-{row.name}"
+            if baseline:
+                wrk(baseline, load, 1, prefix=f"{prefix}-base-warm")
+                row.baseline.append(wrk(baseline, load, SECONDS, prefix=f"{prefix}-base"))
             wrk(service, load, 1, prefix=f"{prefix}-warm")
             run = wrk(service, load, SECONDS, prefix=prefix)
             if row.name == "create":
@@ -353,9 +377,10 @@ def http_rows(service: str, bare: str) -> list[Row]:
             row.runs.append(run)
             row.bare.append(bare_run)
             bare_row.runs.append(bare_run)
+            versus = f", baseline {row.baseline[-1].rps:,.0f}" if baseline else ""
             log(
                 f"round {round_no} {row.name}: {run.rps:,.0f} req/s (bare {bare_run.rps:,.0f},"
-                f" ratio {run.rps / bare_run.rps:.3f}), p99 {run.p99_ms:.1f} ms"
+                f" ratio {run.rps / bare_run.rps:.3f}{versus}), p99 {run.p99_ms:.1f} ms"
             )
     if any(row.name == "create" for row, _ in scenarios):
         # Every 201 wrk counted is a stored payout (the warm-ups add a few more).
@@ -530,9 +555,11 @@ def drain_rows() -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
+    versus = any(row.baseline for row in rows)
     lines = [
-        "| what | median | spread (min-max) | p99 ms | ratio to the bare view |",
-        "|---|---|---|---|---|",
+        "| what | median | spread (min-max) | p99 ms | ratio to the bare view |"
+        + (f" ratio to {BASELINE} |" if versus else ""),
+        "|---|---|---|---|---|" + ("---|" if versus else ""),
     ]
     for row in rows:
         rates = [run.rps for run in row.runs]
@@ -540,10 +567,13 @@ def table(rows: list[Row]) -> str:
         if row.name == "bare":
             ratio = "1"
         p99 = "-" if row.unit != "req/s" else f"{statistics.median(r.p99_ms for r in row.runs):.1f}"
-        lines.append(
+        line = (
             f"| {row.what} | {row.median:,.0f} {row.unit} | {min(rates):,.0f}-{max(rates):,.0f}"
             f" | {p99} | {ratio} |"
         )
+        if versus:
+            line += " - |" if row.vs_baseline is None else f" {row.vs_baseline:.3f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -557,6 +587,19 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def checkout(ref: str) -> Path:
+    """The src/ of `ref`, unpacked from `git archive` into the bench's directory."""
+    target = WORK / "baseline"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref, "src"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"bench: BENCH_BASELINE={ref}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "src"
 
 
 def stop_on_sigterm(signum: int, frame: Any) -> None:
@@ -575,14 +618,33 @@ def main() -> None:
     service_port, bare_port = free_port(), free_port()
     service, bare = f"http://127.0.0.1:{service_port}", f"http://127.0.0.1:{bare_port}"
     rows: list[Row] = []
-    with (
-        gunicorn("service", service_port, "config.wsgi:application", chdir=SRC),
-        gunicorn("bare", bare_port, "bare_app:application", chdir=REPO / "bench" / "bare"),
-    ):
+    with ExitStack() as servers:
+        servers.enter_context(
+            gunicorn("service", service_port, "config.wsgi:application", chdir=SRC)
+        )
+        servers.enter_context(
+            gunicorn("bare", bare_port, "bare_app:application", chdir=REPO / "bench" / "bare")
+        )
+        baseline = None
+        if BASELINE:
+            baseline_src = checkout(BASELINE)
+            baseline_port = free_port()
+            baseline = f"http://127.0.0.1:{baseline_port}"
+            servers.enter_context(
+                gunicorn(
+                    "baseline",
+                    baseline_port,
+                    "config.wsgi:application",
+                    chdir=baseline_src,
+                    src=baseline_src,
+                )
+            )
+            wait_for(f"{baseline}/healthz")
+            log(f"baseline {BASELINE} on {baseline}")
         wait_for(f"{service}/healthz")
         wait_for(f"{bare}/")
         log(f"service on {service}, bare view on {bare}; logs in {WORK}")
-        rows += http_rows(service, bare)
+        rows += http_rows(service, bare, baseline)
     rows += drain_rows()
     report = {
         "date": started.isoformat(timespec="seconds"),
@@ -591,6 +653,7 @@ def main() -> None:
         "rounds": ROUNDS,
         "connections": CONNECTIONS,
         "wrk_threads": WRK_THREADS,
+        "baseline": BASELINE or None,
         "rows": [row.summary() for row in rows],
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,14 @@ SQLite in `.local/` and a Redis broker on localhost (which `make run` starts for
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_int_list, env_list, env_str
+from config.logs import log_format_from_env, logging_config
 from config.queues import QueueLayout
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # src/
@@ -94,7 +96,7 @@ if PRODUCTION:
         SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
         # The probes are called over plain http from inside (container health checks, load
         # balancers): a redirect would fail them.
-        SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+        SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
         SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
         SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
         SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
@@ -122,11 +124,17 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_prometheus",
+    "axes",
     "payouts",
     "webhooks",
 ]
 
+# django-prometheus's pair brackets the rest, so its latency covers the whole stack.
 MIDDLEWARE = [
+    # First: every line logged while a request is served carries its id (config/request_id.py).
+    "config.request_id.request_id_middleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -135,6 +143,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "payouts.api.ratelimit.RateLimitHeadersMiddleware",
+    # Last of ours, as django-axes asks (inside django-prometheus's bracket).
+    "axes.middleware.AxesMiddleware",
+    "payouts.observability.http.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -239,23 +251,43 @@ WHITENOISE_USE_FINDERS = STATIC_ROOT is None
 
 # --- Logging ----------------------------------------------------------------------------------
 
+# JSON lines in production, `time LEVEL logger message` locally (LOG_FORMAT overrides), with the
+# request id, task id and payout id of the line's context (config/logs.py).
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-    },
-    "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {
-        "payouts": {"level": LOG_LEVEL},
-        "webhooks": {"level": LOG_LEVEL},
-        "django.request": {"level": "ERROR"},
-    },
-}
+LOG_FORMAT = log_format_from_env()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+
+# --- Metrics ----------------------------------------------------------------------------------
+
+
+def read_metrics_token() -> str:
+    """PAYOUTS_METRICS_TOKEN, else the file PAYOUTS_METRICS_TOKEN_FILE names (when it exists).
+
+    Empty means /metrics is not served at all. The image's entrypoint creates that file on
+    first start when no token is given (docker-entrypoint.sh), as it does the secret key;
+    compose names it, so its /metrics is always behind a random token.
+    """
+    if token := env_str("PAYOUTS_METRICS_TOKEN", "").strip():
+        return token
+    if path := env_str("PAYOUTS_METRICS_TOKEN_FILE", "").strip():
+        try:
+            return Path(path).read_text("utf-8").strip()
+        except FileNotFoundError:
+            return ""
+        except OSError as exc:
+            raise ImproperlyConfigured(
+                f"PAYOUTS_METRICS_TOKEN_FILE={path!r} cannot be read: {exc.strerror}"
+            ) from None
+    return ""
+
+
+PAYOUTS_METRICS_TOKEN = read_metrics_token()
+if PAYOUTS_METRICS_TOKEN and len(PAYOUTS_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("PAYOUTS_METRICS_TOKEN must be at least 16 characters.")
+# The port each Celery worker serves its own /metrics on (0: none; it needs the token too).
+PAYOUTS_WORKER_METRICS_PORT = env_int("PAYOUTS_WORKER_METRICS_PORT", 0)
+# django-prometheus: no export server or migration metrics of its own; /metrics is ours.
+PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # --- REST API ---------------------------------------------------------------------------------
 
@@ -266,8 +298,41 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "payouts.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # After authentication: per API client, a read and a write budget (api/ratelimit.py).
+    "DEFAULT_THROTTLE_CLASSES": ["payouts.api.ratelimit.ApiClientRateThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
+
+# Requests per second per API client (all its keys together), reads (GET, HEAD, OPTIONS) and
+# writes (every other method) apart; Stripe's live-mode figure. 0: unlimited. A client's own
+# limits (admin, API clients) win over these.
+PAYOUTS_RATE_LIMIT_READS_PER_SECOND = env_int("PAYOUTS_RATE_LIMIT_READS_PER_SECOND", 100)
+PAYOUTS_RATE_LIMIT_WRITES_PER_SECOND = env_int("PAYOUTS_RATE_LIMIT_WRITES_PER_SECOND", 100)
+if min(PAYOUTS_RATE_LIMIT_READS_PER_SECOND, PAYOUTS_RATE_LIMIT_WRITES_PER_SECOND) < 0:
+    raise ImproperlyConfigured("PAYOUTS_RATE_LIMIT_*_PER_SECOND must be 0 (unlimited) or more.")
+# The Redis every process shares the budgets through; empty: the broker's (CELERY_BROKER_URL).
+# Unreachable, requests are let through (fail open), logged and counted.
+PAYOUTS_RATE_LIMIT_REDIS_URL = env_str("PAYOUTS_RATE_LIMIT_REDIS_URL", "")
+# The longest a check may wait for Redis (connect or answer), on every request. Well under the
+# broker's timeout: a create with the broker's Redis frozen pays both (the check, then the
+# bounded publish) and must still answer in 1.5 s. Redis answers in about a millisecond.
+PAYOUTS_RATE_LIMIT_TIMEOUT_SECONDS = env_float("PAYOUTS_RATE_LIMIT_TIMEOUT_SECONDS", 0.25)
+
+# --- Admin login: brute-force lockout (django-axes) -------------------------------------------
+
+# Five failed logins for one username from one address lock that pair out for 15 minutes (the
+# right password included); a success resets the count. Attempts are rows in axes's own tables.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The client's address: REMOTE_ADDR, or behind the TLS proxy the address it appended to
+# X-Forwarded-For (config/proxy.py).
+AXES_CLIENT_IP_CALLABLE = "config.proxy.client_ip"
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Payout Requests API",
@@ -275,7 +340,11 @@ SPECTACULAR_SETTINGS = {
         "Create payout requests idempotently by `client_reference`, follow them through "
         "NEW -> PROCESSING -> PAID / FAILED, cancel them while NEW or PROCESSING.\n\n"
         "Authenticate with `Authorization: Bearer <api key>`. Every error is an RFC 9457 "
-        "problem document (`application/problem+json`) with a stable machine `code`."
+        "problem document (`application/problem+json`) with a stable machine `code`.\n\n"
+        "Rate limits: each API client has a read budget (GET, HEAD, OPTIONS) and a write "
+        "budget (every other method) of requests per second, 100 each unless configured for "
+        "it. Answers carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; over "
+        "the limit the answer is 429 `rate_limited` with `Retry-After`."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -285,6 +354,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The default hook, then the rate-limit headers on every operation (api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "payouts.api.schema.rate_limit_headers",
+        "payouts.api.schema.request_id_headers",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "PayoutStatusEnum": "payouts.models.PayoutStatus",
         "EventActorEnum": "payouts.models.EventActor",

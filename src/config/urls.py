@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from payouts.admin import operations_view
 from payouts.health import healthz, readyz
+from payouts.observability.exposition import metrics_view
 
 urlpatterns = [
     path("api/v1/", include("payouts.api.urls")),
@@ -11,6 +13,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+    # Before admin.site.urls, whose catch-all would answer it with a 404.
+    path("admin/operations/", admin.site.admin_view(operations_view), name="admin-operations"),
     path("admin/", admin.site.urls),
 ]
 

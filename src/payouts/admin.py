@@ -3,14 +3,17 @@
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey as LibraryAPIKey
 
-from . import money
+from . import money, ops
+from .api import ratelimit
 from .errors import CancelUnconfirmed, PayoutNotCancelable
 from .models import (
     ApiClient,
@@ -212,10 +215,31 @@ class ApiKeyInline(ReadOnlyInline):
 
 @admin.register(ApiClient)
 class ApiClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_active", "created_at")
+    list_display = ("name", "is_active", "reads_per_second", "writes_per_second", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name",)
+    fieldsets = (
+        (None, {"fields": ("name", "is_active")}),
+        (
+            "Rate limits (requests per second; empty: the default, 0: unlimited)",
+            {"fields": ("rate_limit_reads_per_second", "rate_limit_writes_per_second")},
+        ),
+    )
     inlines = (ApiKeyInline,)
+
+    # The limit in force, the default spelled out: staff see what a client gets at a glance.
+    @admin.display(description="reads/s")
+    def reads_per_second(self, obj: ApiClient) -> str:
+        return _limit_shown(ratelimit.READS.limit_of(obj), obj.rate_limit_reads_per_second)
+
+    @admin.display(description="writes/s")
+    def writes_per_second(self, obj: ApiClient) -> str:
+        return _limit_shown(ratelimit.WRITES.limit_of(obj), obj.rate_limit_writes_per_second)
+
+
+def _limit_shown(limit: int, override: int | None) -> str:
+    shown = str(limit) if limit else "unlimited"
+    return shown if override is not None else f"{shown} (default)"
 
 
 # The library registers its own concrete key model, which nothing here uses: keys belong to
@@ -294,3 +318,25 @@ class SandboxLedgerEntryAdmin(FormattedAmountMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# The admin index links the operations page, in a module above the apps.
+admin.site.index_template = "admin/payouts/index.html"
+
+
+def operations_view(request: HttpRequest) -> HttpResponse:
+    """/admin/operations/: is it healthy, is anything stuck, who must look (payouts.ops).
+
+    config/urls.py wraps it in admin.site.admin_view: staff only, anyone else is sent to the
+    admin login. Staff who may not view payouts may not see their numbers either.
+    """
+    if not request.user.has_perm("payouts.view_payoutrequest"):
+        raise PermissionDenied
+    context = {
+        **admin.site.each_context(request),
+        "title": "Operations",
+        "overview": ops.operations_overview(),
+        "list_limit": ops.LIST_LIMIT,
+        "latency_sample": f"{ops.LATENCY_SAMPLE:,}",
+    }
+    return TemplateResponse(request, "admin/payouts/operations.html", context)

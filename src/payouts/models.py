@@ -21,6 +21,19 @@ class ApiClient(models.Model):
     is_active = models.BooleanField(
         default=True, help_text="Inactive clients cannot authenticate, whatever their keys."
     )
+    # Empty: the deployment's default (PAYOUTS_RATE_LIMIT_*_PER_SECOND); 0: unlimited.
+    rate_limit_reads_per_second = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="GET/HEAD/OPTIONS requests per second, all keys together. Empty: the default "
+        "(PAYOUTS_RATE_LIMIT_READS_PER_SECOND); 0: unlimited.",
+    )
+    rate_limit_writes_per_second = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="POST/PATCH/DELETE requests per second, all keys together. Empty: the default "
+        "(PAYOUTS_RATE_LIMIT_WRITES_PER_SECOND); 0: unlimited.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     # DRF treats whatever the authentication class returns as request.user.
@@ -130,6 +143,12 @@ class PayoutRequest(models.Model):
             models.Index(
                 fields=["lease_expires_at"],
                 name="payout_open_lease",
+                condition=Q(status__in=[PayoutStatus.NEW, PayoutStatus.PROCESSING]),
+            ),
+            # The oldest unprocessed payout (/metrics, the operations page), in one probe.
+            models.Index(
+                fields=["created_at"],
+                name="payout_open_created",
                 condition=Q(status__in=[PayoutStatus.NEW, PayoutStatus.PROCESSING]),
             ),
         ]

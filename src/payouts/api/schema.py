@@ -88,7 +88,91 @@ def errors(
 
 
 # Every endpoint can answer these.
-COMMON_ERRORS = ("not_authenticated", "authentication_failed", "service_unavailable")
+COMMON_ERRORS = (
+    "not_authenticated",
+    "authentication_failed",
+    "rate_limited",
+    "service_unavailable",
+)
+
+# api/ratelimit.py's headers, declared once (components.headers) and referenced from every
+# operation by rate_limit_headers below.
+RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
+    "RateLimit-Limit": {
+        "description": "Requests per second of this budget (the client's reads or writes).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the budget right now.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the budget is full again.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before retrying (at least 1).",
+    "schema": {"type": "integer", "minimum": 1},
+}
+
+
+def rate_limit_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: the RateLimit-* headers on every operation's
+    success and 429 answers, and Retry-After on the 429s, so no operation can miss them."""
+    headers = {**RATE_LIMIT_HEADERS, "Retry-After": RETRY_AFTER_HEADER}
+    result.setdefault("components", {})["headers"] = headers
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if status == "429":
+                    response["headers"] = _header_refs(headers)
+                elif status.startswith("2"):
+                    response["headers"] = {
+                        **response.get("headers", {}),
+                        **_header_refs(RATE_LIMIT_HEADERS),
+                    }
+    return result
+
+
+REQUEST_ID_DESCRIPTION = (
+    "The request's id (config/request_id.py): the one sent, if it is 1-128 of "
+    "`A-Z a-z 0-9 . _ : -`, else one generated. Every log line of the request carries it; "
+    "quote it when asking about a request."
+)
+
+
+def request_id_headers(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: X-Request-ID, accepted by every operation and
+    echoed on every answer (the middleware sets it on all of them, errors included)."""
+    components = result.setdefault("components", {})
+    components.setdefault("headers", {})["X-Request-ID"] = {
+        "description": REQUEST_ID_DESCRIPTION,
+        "schema": {"type": "string", "maxLength": 128},
+    }
+    components.setdefault("parameters", {})["RequestId"] = {
+        "name": "X-Request-ID",
+        "in": "header",
+        "required": False,
+        "description": REQUEST_ID_DESCRIPTION,
+        "schema": {"type": "string"},
+    }
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            operation.setdefault("parameters", []).append(
+                {"$ref": "#/components/parameters/RequestId"}
+            )
+            for response in operation.get("responses", {}).values():
+                response.setdefault("headers", {})["X-Request-ID"] = {
+                    "$ref": "#/components/headers/X-Request-ID"
+                }
+    return result
+
+
+def _header_refs(names: dict[str, Any]) -> dict[str, dict[str, str]]:
+    # Fresh objects per response: shared ones would come out as YAML anchors.
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
 
 PAYOUT_ID = OpenApiParameter(
     "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The payout's id."

@@ -130,11 +130,11 @@ INSTALLED_APPS = [
     "webhooks",
 ]
 
-# django-prometheus's pair brackets the rest, so its latency covers the whole stack.
 MIDDLEWARE = [
     # First: every line logged while a request is served carries its id (config/request_id.py).
     "config.request_id.request_id_middleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Second: its latency covers the whole stack (payouts/observability/http.py).
+    "payouts.observability.http.http_metrics_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -144,9 +144,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "payouts.api.ratelimit.RateLimitHeadersMiddleware",
-    # Last of ours, as django-axes asks (inside django-prometheus's bracket).
+    # Last, as django-axes asks.
     "axes.middleware.AxesMiddleware",
-    "payouts.observability.http.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -29,7 +29,7 @@ from .models import (
     PayoutRequest,
     PayoutStatus,
 )
-from .observability.metrics import PAYOUTS_FINISHED, REVIEW_FLAGGED
+from .observability.metrics import PAYOUTS_FINISHED, REVIEW_FLAGGED, failure_code_label
 
 S = PayoutStatus
 
@@ -114,7 +114,9 @@ def transition(
                 )
                 record_payout_event(payout_id)  # the client's notification, same transaction
                 if to in FINAL_STATUSES:
-                    finished = PAYOUTS_FINISHED.labels(status=to, failure_code=failure_code or "")
+                    finished = PAYOUTS_FINISHED.labels(
+                        status=to, failure_code=failure_code_label(failure_code or "")
+                    )
                     transaction.on_commit(finished.inc)
                 return source
     return None

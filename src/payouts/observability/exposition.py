@@ -55,7 +55,13 @@ def authorized(header: str) -> bool:
     """A `Bearer <token>` header naming the configured token (compared in constant time)."""
     token = metrics_token()
     scheme, _, given = header.partition(" ")
-    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    # Bytes: compare_digest refuses non-ASCII str, and a header is whatever a client sent
+    # (WSGI hands it over as latin-1).
+    return (
+        bool(token)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
+    )
 
 
 def process_metrics() -> bytes:
@@ -108,10 +114,13 @@ class ServiceStateCollector(Collector):
                     cursor.execute(
                         "SET LOCAL statement_timeout = %s", [SCRAPE_STATEMENT_TIMEOUT_MS]
                     )
-            # payout_open_created indexes the unfinished payouts alone (MIN is one probe).
-            counts = unfinished.values("status").annotate(n=Count("pk")).order_by()
-            by_status = {row["status"]: row["n"] for row in counts}
-            oldest = unfinished.aggregate(oldest=Min("created_at"))["oldest"]
+            # One pass over the unfinished payouts (partial indexes cover them alone).
+            counts = {
+                row["status"]: row
+                for row in unfinished.values("status")
+                .annotate(n=Count("pk"), oldest=Min("created_at"))
+                .order_by()
+            }
             # Only PROCESSING payouts are ever flagged: the partial index payout_under_review.
             under_review = PayoutRequest.objects.filter(
                 review_flagged_at__isnull=False, status=PayoutStatus.PROCESSING
@@ -124,8 +133,9 @@ class ServiceStateCollector(Collector):
             "payouts_unfinished", "Payouts not finished yet, by status.", labels=["status"]
         )
         for status in UNFINISHED_STATUSES:
-            gauge.add_metric([status], by_status.get(status, 0))
+            gauge.add_metric([status], counts[status]["n"] if status in counts else 0)
         yield gauge
+        oldest = min((row["oldest"] for row in counts.values()), default=None)
         age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
         yield GaugeMetricFamily(
             "payouts_oldest_unprocessed_age_seconds",

@@ -8,6 +8,8 @@ need the database or the broker are not kept here: payouts.observability.exposit
 them on each scrape.
 """
 
+import threading
+
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
 # No `<name>_created` series beside every counter and histogram: Prometheus does not use them.
@@ -21,6 +23,25 @@ PAYOUTS_FINISHED = Counter(
     "Payouts that reached a final status, by status and failure code ('' unless FAILED).",
     ["status", "failure_code"],
 )
+# A failure code is the provider's (a decline) or ours: a closed set for a real provider, but
+# the sandbox takes any code a client writes (sandbox:decline:<code>). Each label value is a
+# series in every process's files for good, so past this many distinct codes the rest are
+# counted as "other".
+FAILURE_CODE_LABELS_MAX = 50
+_failure_codes_seen: set[str] = set()
+_failure_codes_lock = threading.Lock()
+
+
+def failure_code_label(code: str) -> str:
+    if code in _failure_codes_seen:
+        return code
+    with _failure_codes_lock:
+        if len(_failure_codes_seen) >= FAILURE_CODE_LABELS_MAX:
+            return "other"
+        _failure_codes_seen.add(code)
+        return code
+
+
 PROVIDER_CALL_SECONDS = Histogram(
     "payouts_provider_call_duration_seconds",
     "Provider call latency by kind (execute, lookup, cancel) and outcome.",

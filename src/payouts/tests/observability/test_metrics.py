@@ -4,14 +4,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.test import Client, TestCase, override_settings
+from django.test import Client, SimpleTestCase, TestCase, override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from payouts import transitions
 from payouts.models import EventActor, PayoutRequest, PayoutStatus
-from payouts.observability import exposition
+from payouts.observability import exposition, metrics
 from payouts.tests.api.helpers import ApiTestCase
 from webhooks.models import WebhookEndpoint
 
@@ -48,6 +48,10 @@ class MetricsAccessTests(TestCase):
                 self.assertEqual(response.json()["code"], "authentication_failed")
                 self.assertEqual(response["WWW-Authenticate"], 'Bearer realm="metrics"')
                 self.assertNotIn(b"payouts_", response.content)
+
+    def test_a_non_ascii_token_is_a_401_not_a_500(self) -> None:
+        response = self.client.get("/metrics", HTTP_AUTHORIZATION="Bearer t\u00e9st-\u00ff")
+        self.assertEqual(response.status_code, 401)
 
     def test_only_get_and_head(self) -> None:
         response = self.client.post("/metrics", headers=AUTH)
@@ -195,3 +199,17 @@ class HttpMetricsTests(TestCase):
         }
         self.assertIn("<invalid method>", methods)
         self.assertFalse(methods & {"BREW", "PROPFIND-1", "X" * 40})
+
+
+class FailureCodeLabelTests(SimpleTestCase):
+    def test_past_the_cap_codes_are_counted_as_other(self) -> None:
+        seen = set(metrics._failure_codes_seen)
+        try:
+            metrics._failure_codes_seen.clear()
+            labels = [metrics.failure_code_label(f"code_{n}") for n in range(60)]
+            self.assertEqual(labels[:50], [f"code_{n}" for n in range(50)])
+            self.assertEqual(set(labels[50:]), {"other"})
+            self.assertEqual(metrics.failure_code_label("code_7"), "code_7")  # seen before
+        finally:
+            metrics._failure_codes_seen.clear()
+            metrics._failure_codes_seen.update(seen)
